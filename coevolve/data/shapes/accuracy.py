@@ -1,0 +1,111 @@
+"""How often the verifier agrees with the ground truth, on clean or transformed renders.
+
+``verifier_accuracy`` renders balanced seeded examples (half satisfying, half violating,
+balanced over the six tags), optionally passes the images through a ``transform`` in batches
+(e.g. a VQ encode -> decode), and compares the verifier's verdict with the label. With
+``positives_only=True`` it measures *fidelity*: the fraction of ground-truth renders still
+accepted after the transform.
+
+``degrade`` is a cheap stand-in for a lossy image tokenizer (blur, noise, JPEG) for checking
+robustness without a model.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import zlib
+from collections.abc import Callable
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from .metadata import TAGS
+from .prompts import balanced_examples, derive_seed, sample_example
+from .verifier import verify
+
+ImageTransform = Callable[[list[Image.Image]], list[Image.Image]]
+
+
+def degrade(images: list[Image.Image], seed: int = 0, blur: float = 0.8, noise: float = 8.0,
+            jpeg_quality: int = 75, chroma_subsampling: bool = False) -> list[Image.Image]:
+    """Blur (Gaussian, ``blur`` px radius), add Gaussian noise (``noise`` std in 0..255 units),
+    then round-trip through JPEG at ``jpeg_quality``. The noise is drawn from ``seed`` and the
+    image's bytes, so an image is degraded the same way whatever batch it comes in.
+
+    JPEG keeps full colour resolution (4:4:4) unless ``chroma_subsampling``: the 4:2:0 that
+    PIL uses by default halves colour resolution, and green, orange and purple differ from the
+    grey background almost only in colour, so a 12px shape of theirs loses its outline —
+    harsher than anything an image tokenizer trained on these renders is expected to do.
+    """
+    out = []
+    for image in images:
+        image = image.convert("RGB")
+        rng = np.random.default_rng([seed, zlib.crc32(image.tobytes())])
+        blurred = np.asarray(image.filter(ImageFilter.GaussianBlur(blur)), float)
+        noisy = np.clip(blurred + rng.normal(0.0, noise, blurred.shape), 0, 255).astype(np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(noisy).save(buffer, format="JPEG", quality=jpeg_quality,
+                                   subsampling=2 if chroma_subsampling else 0)
+        buffer.seek(0)
+        out.append(Image.open(buffer).convert("RGB"))
+    return out
+
+
+def verifier_accuracy(n: int = 1000, seed: int = 0, transform: ImageTransform | None = None,
+                      positives_only: bool = False, batch_size: int = 64) -> dict:
+    """Agreement of the verifier with the labels on ``n`` seeded examples.
+
+    Examples are ``balanced_examples(n, seed)``, or with ``positives_only`` the satisfying
+    example of each of those seeds. ``transform`` maps a batch (list, at most ``batch_size``)
+    of rendered 64x64 RGB images to as many images of the same size.
+
+    Returns ``{"n", "correct", "accuracy", "positives": {...}, "negatives": {...},
+    "per_tag": {tag: {...}}}`` where each ``{...}`` is ``{"n", "correct", "accuracy"}``
+    (accuracy is None for an empty group). Accuracy on positives is the acceptance rate
+    (fidelity), on negatives the rejection rate.
+    """
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    if positives_only:
+        examples = [sample_example(derive_seed(seed, i), TAGS[(i // 2) % len(TAGS)])
+                    for i in range(n)]
+    else:
+        examples = balanced_examples(n, seed)
+
+    agree: list[bool] = []
+    for start in range(0, n, batch_size):
+        batch = examples[start:start + batch_size]
+        images = [example.render() for example in batch]
+        if transform is not None:
+            images = list(transform(images))
+            if len(images) != len(batch):
+                raise ValueError(f"transform returned {len(images)} images for a batch of "
+                                 f"{len(batch)}")
+        for example, image in zip(batch, images):
+            agree.append(verify(image, example.metadata).correct == example.satisfies)
+
+    def summary(keep) -> dict:
+        picked = [ok for ex, ok in zip(examples, agree) if keep(ex)]
+        return {"n": len(picked), "correct": sum(picked),
+                "accuracy": sum(picked) / len(picked) if picked else None}
+
+    result = summary(lambda ex: True)
+    result["positives"] = summary(lambda ex: ex.satisfies)
+    result["negatives"] = summary(lambda ex: not ex.satisfies)
+    result["per_tag"] = {tag: summary(lambda ex, tag=tag: ex.tag == tag) for tag in TAGS}
+    return result
+
+
+def robustness_report(n: int = 1000, seed: int = 0) -> dict:
+    """The verifier's figures on ``n`` examples drawn with ``seed``: ``clean`` (balanced
+    accuracy on renders), ``degraded_positives`` (fidelity after ``degrade``) and
+    ``degraded_positives_jpeg420`` (the same with JPEG's 4:2:0 chroma subsampling), each a
+    ``verifier_accuracy`` dict."""
+    degraded = functools.partial(degrade, seed=seed)
+    return {
+        "clean": verifier_accuracy(n, seed),
+        "degraded_positives": verifier_accuracy(n, seed, degraded, positives_only=True),
+        "degraded_positives_jpeg420": verifier_accuracy(
+            n, seed, functools.partial(degraded, chroma_subsampling=True), positives_only=True),
+    }

@@ -1,0 +1,53 @@
+"""Writing whole output directories so that readers never see half of one."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+class OutputExistsError(FileExistsError):
+    """The output directory already holds files and overwriting was not asked for."""
+
+
+def check_output_dir(out: Path, overwrite: bool) -> None:
+    """Refuse to write into `out` when it exists and is not empty, unless `overwrite`."""
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"output path {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise OutputExistsError(
+            f"output directory {out} exists and is not empty; pass --overwrite to replace it"
+        )
+
+
+@contextlib.contextmanager
+def atomic_output_dir(out: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a fresh staging directory that replaces `out` only if the block completes.
+
+    The staging directory is a sibling of `out` (same filesystem, so the final move is a
+    rename). If the block raises or the process is killed, `out` is untouched: it either
+    does not exist or still holds what it held before; the staging directory is removed
+    on exceptions, and a killed run leaves only a hidden ``.<name>.partial-*`` sibling.
+    """
+    out = Path(out).absolute()
+    check_output_dir(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    # Re-checked: another writer may have filled `out` while we were working.
+    check_output_dir(out, overwrite)
+    if out.exists():
+        retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.replace(out, retired / out.name)
+        os.replace(staging, out)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.replace(staging, out)
