@@ -65,9 +65,11 @@ class TinySpec:
     codebook_size: int = 1024
     vq_embed_dim: int = 32  # Janus uses 8; a roomier code makes the decoder quick to learn
     vq_base_channels: int = 32  # GroupNorm(32 groups) in JanusVQVAE sets the floor
-    vq_channel_multiplier: tuple[int, ...] = (1, 1, 1, 1)  # 3 downsamplings: 64 px -> 8x8
+    vq_channel_multiplier: tuple[int, ...] = (1, 1, 1, 4)  # 3 downsamplings: 64 px -> 8x8;
+    # the 8x8 level is cheap, so it gets the width (decides which patch to draw)
     # No residual blocks on the encoder side (one per level on the decoder): half the compute of
     # the next smallest JanusVQVAE, and grid-aligned renders need little encoder depth.
+    # (With 0 blocks, JanusVQVAEEncoder needs every multiplier but the last to be 1.)
     vq_num_res_blocks: int = 0
     vq_latent_channels: int = 64
     vq: VQTrainingConfig = VQTrainingConfig()

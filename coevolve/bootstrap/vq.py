@@ -14,8 +14,12 @@ How it departs from VQGAN training, for a 2-core CPU budget of a few minutes:
   the background is id 0). The decoder learns codebook vector -> pixels, the encoder learns
   pixels -> code id (cross-entropy over cosine similarities), both supervised, which converges
   in hundreds of steps where end-to-end VQ training needs thousands;
-- no GAN or perceptual loss: flat colours on grey need only L1+L2, with object pixels
-  up-weighted (otherwise the decoder first settles on "all background");
+- most training images are dense mosaics of objects packed onto the grid (the same
+  patches as prompt scenes, several times more of them per image), the rest scenes of the
+  prompt distribution, so per-image statistics (GroupNorm) match what it will decode;
+- every residual branch of the decoder starts at zero (Fixup-style), small batches, many steps;
+- no GAN or perceptual loss: flat colours on grey need only L1+L2, with object pixels and
+  outlines up-weighted (otherwise the decoder first settles on "all background");
 - PyTorch's default (Kaiming) init for convs: transformers' N(0, 0.02) init is meant to be
   overwritten by pretrained weights and stalls this deep conv net when training from scratch.
 """
@@ -29,28 +33,56 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import JanusVQVAEConfig
-from transformers.models.janus.modeling_janus import JanusVQVAE
+from transformers.models.janus.modeling_janus import JanusVQVAE, JanusVQVAEAttnBlock, JanusVQVAEResnetBlock
+
+from PIL import Image, ImageDraw
 
 from coevolve.data.shapes import balanced_examples
-from coevolve.data.shapes.scene import BACKGROUND
+from coevolve.data.shapes.scene import BACKGROUND, BORDER, CELL, COLOR_NAMES, COLORS, IMAGE_SIZE, SHAPES, draw_shape
 
 
 @dataclass(frozen=True)
 class VQTrainingConfig:
     """How the tiny VQ tokenizer is trained (see the module docstring)."""
 
-    steps: int = 700
-    batch_size: int = 16  # images per step
-    pool_size: int = 3000  # rendered scenes the patch vocabulary is read from and trained on
+    steps: int = 800
+    batch_size: int = 8  # images per step
+    pool_size: int = 3000  # rendered images the patch vocabulary is read from and trained on
+    mosaic_fraction: float = 0.5  # share of the pool that is dense mosaics (see dense_mosaic)
     learning_rate: float = 3e-3
-    foreground_weight: float = 8.0  # loss weight of object pixels relative to background
+    foreground_weight: float = 4.0  # loss weight of object pixels relative to background
     temperature: float = 0.07  # of the encoder's cosine-similarity logits
+    edge_weight: float = 8.0  # extra loss weight of pixels next to a colour change (shape outlines)
 
 
 def _to_tensor(images) -> torch.Tensor:
     """PIL RGB images -> (B, 3, H, W) float in [-1, 1] (Janus' VQ input range)."""
     array = np.stack([np.asarray(im, dtype=np.float32) for im in images])
     return torch.from_numpy(array).permute(0, 3, 1, 2) / 127.5 - 1.0
+
+
+def dense_mosaic(rng: np.random.Generator) -> Image.Image:
+    """A render packed with grid-aligned objects of every kind (a training image, not a scene).
+
+    Objects fill blocks of 2x2 or 3x3 cells, inset by the world's border, exactly as layout.py
+    places them, so each patch is one the world's scenes contain too.
+    """
+    cells = IMAGE_SIZE // CELL
+    free = np.ones((cells, cells), dtype=bool)
+    image = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    for flat in rng.permutation(cells * cells):
+        cy, cx = divmod(int(flat), cells)
+        size = int(rng.integers(2, 4))
+        if cy + size > cells or cx + size > cells or not free[cy : cy + size, cx : cx + size].all():
+            continue
+        if rng.random() < 0.3:  # leave some background between objects, as scenes do
+            continue
+        free[cy : cy + size, cx : cx + size] = False
+        x0, y0, side = cx * CELL + BORDER, cy * CELL + BORDER, size * CELL - 2 * BORDER
+        shape, color = SHAPES[rng.integers(len(SHAPES))], COLOR_NAMES[rng.integers(len(COLOR_NAMES))]
+        draw_shape(draw, shape, (x0, y0, x0 + side, y0 + side), COLORS[color])
+    return image
 
 
 def patch_vocabulary(images: np.ndarray, patch: int, max_codes: int) -> np.ndarray:
@@ -76,10 +108,28 @@ def patch_vocabulary(images: np.ndarray, patch: int, max_codes: int) -> np.ndarr
     return rank[inverse.ravel()].reshape(n, gh, gw)
 
 
-def _reinit_convs(vq: JanusVQVAE) -> None:
+def _reinit(vq: JanusVQVAE) -> None:
+    """Kaiming init for convs, and every residual branch of the decoder starting at zero, so the
+    untrained decoder is a short plain path that learns quickly (as in Fixup / zero-init-residual)."""
     for module in vq.modules():
         if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
             module.reset_parameters()
+    for module in vq.decoder.modules():
+        if isinstance(module, JanusVQVAEResnetBlock):
+            torch.nn.init.zeros_(module.conv2.weight)
+            torch.nn.init.zeros_(module.conv2.bias)
+        elif isinstance(module, JanusVQVAEAttnBlock):
+            torch.nn.init.zeros_(module.proj_out.weight)
+            torch.nn.init.zeros_(module.proj_out.bias)
+
+
+def _edges(x: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) flat-colour image -> (B, 1, H, W) 1.0 where a 4-neighbour has another colour."""
+    c = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    centre = c[..., 1:-1, 1:-1]
+    neighbours = (c[..., :-2, 1:-1], c[..., 2:, 1:-1], c[..., 1:-1, :-2], c[..., 1:-1, 2:])
+    differs = torch.stack([(n - centre).abs().amax(dim=1) > 0.05 for n in neighbours]).any(dim=0)
+    return differs[:, None].float()
 
 
 def train_vq(config: JanusVQVAEConfig, train: VQTrainingConfig, seed: int, progress: bool = True) -> tuple[JanusVQVAE, dict]:
@@ -89,14 +139,17 @@ def train_vq(config: JanusVQVAEConfig, train: VQTrainingConfig, seed: int, progr
     """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    renders = np.stack([np.asarray(e.render()) for e in balanced_examples(train.pool_size, seed)])
+    num_scenes = train.pool_size - int(train.mosaic_fraction * train.pool_size)
+    scenes = [e.render() for e in balanced_examples(num_scenes, seed)]
+    mosaics = [dense_mosaic(rng) for _ in range(train.pool_size - len(scenes))]
+    renders = np.stack([np.asarray(im) for im in scenes + mosaics])
     patch = renders.shape[1] // config.num_patches
     ids = torch.from_numpy(patch_vocabulary(renders, patch, config.num_embeddings))
     pixels = torch.from_numpy(renders).permute(0, 3, 1, 2).float() / 127.5 - 1.0
     background = torch.tensor(BACKGROUND, dtype=torch.float32).view(1, 3, 1, 1) / 127.5 - 1.0
 
     vq = JanusVQVAE(config)
-    _reinit_convs(vq)
+    _reinit(vq)
     vq.train()
     codebook = vq.quantize.embedding.weight
     optimizer = torch.optim.Adam(vq.parameters(), lr=train.learning_rate, betas=(0.9, 0.99))
@@ -112,8 +165,9 @@ def train_vq(config: JanusVQVAEConfig, train: VQTrainingConfig, seed: int, progr
         reconstruction = vq.decoder(vq.post_quant_conv(q))
         foreground = ((x - background).abs().amax(dim=1, keepdim=True) > 0.05).float()
         weight = 1.0 + (train.foreground_weight - 1.0) * foreground
-        error = (reconstruction - x).abs() + (reconstruction - x) ** 2
-        recon_loss = (weight * error).sum() / (weight.sum() * x.shape[1])
+        weight = weight + train.edge_weight * _edges(x)
+        error = ((reconstruction - x).abs() + (reconstruction - x) ** 2).mean(dim=1)  # (B, H, W)
+        recon_loss = (weight[:, 0] * error).sum() / weight.sum()
 
         z = F.normalize(vq.quant_conv(vq.encoder(x)).permute(0, 2, 3, 1), dim=-1)  # (B, h, w, D)
         logits = z @ codes.detach().T / train.temperature
