@@ -52,8 +52,8 @@ class TinySpec:
     """
 
     image_size: int = IMAGE_SIZE
-    patch_size: int = 8  # 64 px / 8 = an 8x8 grid: 64 image tokens per image
-    text_vocab_size: int = 1024
+    patch_size: int = 8  # = the world's CELL: 64 px / 8 = an 8x8 grid, 64 image tokens per image
+    text_vocab_size: int = 1024  # an upper bound: BPE stops when the world's text has no more merges
     hidden_size: int = 128
     intermediate_size: int = 384
     num_hidden_layers: int = 4

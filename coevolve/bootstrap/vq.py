@@ -14,9 +14,9 @@ How it departs from VQGAN training, for a 2-core CPU budget of a few minutes:
   the background is id 0). The decoder learns codebook vector -> pixels, the encoder learns
   pixels -> code id (cross-entropy over cosine similarities), both supervised, which converges
   in hundreds of steps where end-to-end VQ training needs thousands;
-- most training images are dense mosaics of objects packed onto the grid (the same
-  patches as prompt scenes, several times more of them per image), the rest scenes of the
-  prompt distribution, so per-image statistics (GroupNorm) match what it will decode;
+- half the training images are dense mosaics of objects packed onto the grid (the same
+  patches as prompt scenes, several times more of them per image), half scenes of the
+  prompt distribution, so per-image statistics (GroupNorm) also match what it will decode;
 - every residual branch of the decoder starts at zero (Fixup-style), small batches, many steps;
 - no GAN or perceptual loss: flat colours on grey need only L1+L2, with object pixels and
   outlines up-weighted (otherwise the decoder first settles on "all background");
@@ -31,11 +31,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 from transformers import JanusVQVAEConfig
 from transformers.models.janus.modeling_janus import JanusVQVAE, JanusVQVAEAttnBlock, JanusVQVAEResnetBlock
-
-from PIL import Image, ImageDraw
 
 from coevolve.data.shapes import balanced_examples
 from coevolve.data.shapes.scene import BACKGROUND, BORDER, CELL, COLOR_NAMES, COLORS, IMAGE_SIZE, SHAPES, draw_shape
@@ -53,12 +52,6 @@ class VQTrainingConfig:
     foreground_weight: float = 4.0  # loss weight of object pixels relative to background
     temperature: float = 0.07  # of the encoder's cosine-similarity logits
     edge_weight: float = 8.0  # extra loss weight of pixels next to a colour change (shape outlines)
-
-
-def _to_tensor(images) -> torch.Tensor:
-    """PIL RGB images -> (B, 3, H, W) float in [-1, 1] (Janus' VQ input range)."""
-    array = np.stack([np.asarray(im, dtype=np.float32) for im in images])
-    return torch.from_numpy(array).permute(0, 3, 1, 2) / 127.5 - 1.0
 
 
 def dense_mosaic(rng: np.random.Generator) -> Image.Image:
