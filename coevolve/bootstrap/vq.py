@@ -26,6 +26,7 @@ How it departs from VQGAN training, for a 2-core CPU budget of a few minutes:
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -148,7 +149,9 @@ def train_vq(config: JanusVQVAEConfig, train: VQTrainingConfig, seed: int, progr
     optimizer = torch.optim.Adam(vq.parameters(), lr=train.learning_rate, betas=(0.9, 0.99))
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=train.learning_rate, total_steps=train.steps, pct_start=0.1)
 
-    bar = tqdm(range(train.steps), desc="training VQ tokenizer", disable=not progress, unit="step")
+    # Redirected to a log, a bar redrawn per step is thousands of lines: redraw rarely there.
+    bar = tqdm(range(train.steps), desc="training VQ tokenizer", disable=not progress, unit="step",
+               mininterval=0.1 if sys.stderr.isatty() else 15.0)
     for _ in bar:
         batch = torch.from_numpy(rng.integers(0, len(pixels), train.batch_size))
         x, target = pixels[batch], ids[batch]  # (B, 3, H, W), (B, h, w)

@@ -189,3 +189,25 @@ def test_accuracy_targets_on_a_thousand_pairs():
     assert report["degraded_positives"]["accuracy"] >= 0.99
     # 4:2:0 JPEG erases the outline of small low-contrast shapes; documented, not a target.
     assert report["degraded_positives_jpeg420"]["accuracy"] >= 0.9
+
+
+def test_confetti_of_small_blobs_is_no_object():
+    # What an untrained generator draws: many small blobs of palette colours. None is a shape,
+    # so no prompt can be satisfied by chance.
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    from coevolve.data.shapes import BACKGROUND, COLORS, IMAGE_SIZE, detect, sample_example, verify
+
+    rng = np.random.default_rng(0)
+    colours = list(COLORS.values())
+    for trial in range(20):
+        image = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), BACKGROUND)
+        draw = ImageDraw.Draw(image)
+        for cell in rng.choice(64, size=40, replace=False):  # one blob per 8px cell: none merge
+            cy, cx = divmod(int(cell), 8)
+            w, h = (int(v) for v in rng.integers(2, 8, 2))
+            x, y = cx * 8 + int(rng.integers(0, 8 - w + 1)), cy * 8 + int(rng.integers(0, 8 - h + 1))
+            draw.ellipse((x, y, x + w - 1, y + h - 1), fill=colours[rng.integers(len(colours))])
+        assert detect(image) == [], f"trial {trial}: {detect(image)}"
+        assert not verify(image, sample_example(trial, "single_object").metadata).correct
