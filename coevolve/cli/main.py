@@ -16,8 +16,6 @@ from pathlib import Path
 def _bootstrap(args: argparse.Namespace) -> int:
     from coevolve.bootstrap.tiny import build_tiny_checkpoint
 
-    if args.kind != "tiny":
-        raise SystemExit(f"coevolve bootstrap: unknown kind {args.kind!r}; the only kind is 'tiny'")
     manifest = build_tiny_checkpoint(args.out, seed=args.seed, overwrite=args.overwrite)
     summary = {
         "out": str(Path(args.out).absolute()),
