@@ -173,7 +173,7 @@ def train_vq(config: JanusVQVAEConfig, train: VQTrainingConfig, seed: int, progr
         (recon_loss + code_loss).backward()
         optimizer.step()
         schedule.step()
-        bar.set_postfix(recon=f"{recon_loss.item():.4f}", code=f"{code_loss.item():.3f}")
+        bar.set_postfix(recon=f"{recon_loss.item():.4f}", code=f"{code_loss.item():.3f}", refresh=False)
 
     with torch.no_grad():
         codebook.copy_(F.normalize(codebook, dim=-1))
