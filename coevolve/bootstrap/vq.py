@@ -38,7 +38,10 @@ from transformers import JanusVQVAEConfig
 from transformers.models.janus.modeling_janus import JanusVQVAE, JanusVQVAEAttnBlock, JanusVQVAEResnetBlock
 
 from coevolve.data.shapes import balanced_examples
-from coevolve.data.shapes.scene import BACKGROUND, BORDER, CELL, COLOR_NAMES, COLORS, IMAGE_SIZE, SHAPES, draw_shape
+from coevolve.data.shapes.layout import cell_box, cells_spanned
+from coevolve.data.shapes.scene import (
+    BACKGROUND, CELL, COLOR_NAMES, COLORS, IMAGE_SIZE, MAX_OBJECT_SIZE, MIN_OBJECT_SIZE, SHAPES, draw_shape,
+)
 
 
 @dataclass(frozen=True)
@@ -58,8 +61,8 @@ class VQTrainingConfig:
 def dense_mosaic(rng: np.random.Generator) -> Image.Image:
     """A render packed with grid-aligned objects of every kind (a training image, not a scene).
 
-    Objects fill blocks of 2x2 or 3x3 cells, inset by the world's border, exactly as layout.py
-    places them, so each patch is one the world's scenes contain too.
+    Objects fill blocks of grid cells through layout.py's own `cell_box`, in the sizes scenes
+    use, so each patch is one the world's scenes contain too.
     """
     cells = IMAGE_SIZE // CELL
     free = np.ones((cells, cells), dtype=bool)
@@ -67,15 +70,14 @@ def dense_mosaic(rng: np.random.Generator) -> Image.Image:
     draw = ImageDraw.Draw(image)
     for flat in rng.permutation(cells * cells):
         cy, cx = divmod(int(flat), cells)
-        size = int(rng.integers(2, 4))
+        size = int(rng.integers(cells_spanned(MIN_OBJECT_SIZE), cells_spanned(MAX_OBJECT_SIZE), endpoint=True))
         if cy + size > cells or cx + size > cells or not free[cy : cy + size, cx : cx + size].all():
             continue
         if rng.random() < 0.3:  # leave some background between objects, as scenes do
             continue
         free[cy : cy + size, cx : cx + size] = False
-        x0, y0, side = cx * CELL + BORDER, cy * CELL + BORDER, size * CELL - 2 * BORDER
         shape, color = SHAPES[rng.integers(len(SHAPES))], COLOR_NAMES[rng.integers(len(COLOR_NAMES))]
-        draw_shape(draw, shape, (x0, y0, x0 + side, y0 + side), COLORS[color])
+        draw_shape(draw, shape, cell_box(cx, cy, size), COLORS[color])
     return image
 
 

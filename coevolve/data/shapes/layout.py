@@ -37,15 +37,23 @@ def boxes_apart(a: Box, b: Box, gap: int = OBJECT_GAP) -> bool:
     return max(gap_x, gap_y) >= gap
 
 
-def _random_box(rng: np.random.Generator, max_size: int) -> Box:
-    min_cells = (MIN_OBJECT_SIZE + 2 * BORDER) // CELL
-    max_cells = (max_size + 2 * BORDER) // CELL
-    cells = int(rng.integers(min_cells, max_cells, endpoint=True))
-    cx = int(rng.integers(0, IMAGE_SIZE // CELL - cells, endpoint=True))
-    cy = int(rng.integers(0, IMAGE_SIZE // CELL - cells, endpoint=True))
+def cells_spanned(size: int) -> int:
+    """How many grid cells a side of an object of at most ``size`` pixels spans."""
+    return (size + 2 * BORDER) // CELL
+
+
+def cell_box(cx: int, cy: int, cells: int) -> Box:
+    """The box of an object filling ``cells`` x ``cells`` grid cells from cell (cx, cy)."""
     x0, y0 = cx * CELL + BORDER, cy * CELL + BORDER
     size = cells * CELL - 2 * BORDER
     return (x0, y0, x0 + size, y0 + size)
+
+
+def _random_box(rng: np.random.Generator, max_size: int) -> Box:
+    cells = int(rng.integers(cells_spanned(MIN_OBJECT_SIZE), cells_spanned(max_size), endpoint=True))
+    cx = int(rng.integers(0, IMAGE_SIZE // CELL - cells, endpoint=True))
+    cy = int(rng.integers(0, IMAGE_SIZE // CELL - cells, endpoint=True))
+    return cell_box(cx, cy, cells)
 
 
 def random_boxes(rng: np.random.Generator, n: int) -> list[Box]:
