@@ -12,7 +12,9 @@ from PIL import Image
 from transformers import JanusForConditionalGeneration, JanusProcessor
 
 
-def load_janus(path: str, dtype: torch.dtype = torch.float32) -> tuple[JanusForConditionalGeneration, JanusProcessor]:
+def load_janus(
+    path: str, dtype: torch.dtype = torch.float32
+) -> tuple[JanusForConditionalGeneration, JanusProcessor]:
     """Load a Janus checkpoint in HF format from a local directory (no remote code)."""
     model = JanusForConditionalGeneration.from_pretrained(path, dtype=dtype)
     model.eval()
@@ -21,7 +23,11 @@ def load_janus(path: str, dtype: torch.dtype = torch.float32) -> tuple[JanusForC
 
 
 @torch.no_grad()
-def encode_images(model: JanusForConditionalGeneration, processor: JanusProcessor, images: list[Image.Image]) -> torch.LongTensor:
+def encode_images(
+    model: JanusForConditionalGeneration,
+    processor: JanusProcessor,
+    images: list[Image.Image],
+) -> torch.LongTensor:
     """PIL images -> (B, num_image_tokens) VQ ids."""
     pixels = processor.image_processor(images, return_tensors="pt")["pixel_values"]
     pixels = pixels.to(model.device, model.dtype)
@@ -29,11 +35,21 @@ def encode_images(model: JanusForConditionalGeneration, processor: JanusProcesso
 
 
 @torch.no_grad()
-def decode_images(model: JanusForConditionalGeneration, processor: JanusProcessor, tokens: torch.LongTensor) -> list[Image.Image]:
+def decode_images(
+    model: JanusForConditionalGeneration,
+    processor: JanusProcessor,
+    tokens: torch.LongTensor,
+) -> list[Image.Image]:
     """(B, num_image_tokens) VQ ids -> PIL images of the checkpoint's image size."""
     num_codes = model.config.vq_config.num_embeddings
     if tokens.min() < 0 or tokens.max() >= num_codes:
-        raise ValueError(f"VQ ids must lie in [0, {num_codes}); got values in [{int(tokens.min())}, {int(tokens.max())}]")
-    pixels = model.decode_image_tokens(tokens.to(model.device))  # (B, H, W, 3) in [-1, 1]
+        raise ValueError(
+            f"VQ ids must lie in [0, {num_codes}); got values in [{int(tokens.min())}, {int(tokens.max())}]"
+        )
+    pixels = model.decode_image_tokens(
+        tokens.to(model.device)
+    )  # (B, H, W, 3) in [-1, 1]
     # The processor's postprocess expects channels first, as the VQ decoder emits them.
-    return processor.postprocess(list(pixels.permute(0, 3, 1, 2).float()), return_tensors="PIL.Image.Image")["pixel_values"]
+    return processor.postprocess(
+        list(pixels.permute(0, 3, 1, 2).float()), return_tensors="PIL.Image.Image"
+    )["pixel_values"]

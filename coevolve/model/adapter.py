@@ -1,0 +1,304 @@
+"""`JanusAdapter`: the one door from the rest of coevolve to a Janus model.
+
+It wraps `transformers.JanusForConditionalGeneration` + `JanusProcessor` loaded from a local
+Hugging Face checkpoint (the tiny bootstrap one, or Janus-Pro-1B/7B) and offers:
+
+- building segments: `text`, `chat` (the checkpoint's chat template, images as `SeenImage`),
+  `seen_images`;
+- `sample_text`, `sample_images` (see `sampler.py`), `decode`;
+- `judge`: P(yes) that an image matches a prompt, optionally with a sampled reason;
+- `logprobs`: teacher-forced log-probs/entropies of scored segments (see `scoring.py`);
+- `save_pretrained`: a checkpoint plain transformers loads.
+
+Every public entry validates its sequences against the checkpoint (`segments.validate`), so bad
+ids, sizes and lengths fail here with the culprit named, not deep inside the trunk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+from transformers import JanusForConditionalGeneration, JanusProcessor
+
+from coevolve.model.guidance import DEFAULT_GUIDANCE, CFGMode, Guidance
+from coevolve.model.images import decode_images
+from coevolve.model.packing import pack, trunk
+from coevolve.model.sampler import ImageSample, TextSample, sample_images, sample_text
+from coevolve.model.sampling import DEFAULT_SAMPLING, Sampling, choose
+from coevolve.model.scoring import Scores, score
+from coevolve.model.segments import GenImage, SeenImage, Sequence, Text, validate
+from coevolve.model.spec import JanusSpec
+from coevolve.utils.fs import atomic_output_dir
+
+JUDGE_QUESTION = 'Does this image match the prompt "{prompt}"? Answer Yes or No.'
+
+
+@dataclass
+class Judgement:
+    p_yes: (
+        torch.Tensor
+    )  # (B,) float32: p(Yes) / (p(Yes) + p(No)) for the first answer token
+    answers: list[str] | None = (
+        None  # the drawn answer per image, when a reason was asked for
+    )
+    reasons: TextSample | None = None  # the reason sampled after each drawn answer
+
+
+class JanusAdapter:
+    def __init__(self, model: JanusForConditionalGeneration, processor: JanusProcessor):
+        self.model = model
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.spec = JanusSpec.of(model, processor)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+    ) -> JanusAdapter:
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(
+                f"{path} is not a Hugging Face checkpoint directory (no config.json)"
+            )
+        model = JanusForConditionalGeneration.from_pretrained(path, dtype=dtype).to(
+            device
+        )
+        model.eval()
+        return cls(model, JanusProcessor.from_pretrained(path))
+
+    def save_pretrained(self, path: str | Path, overwrite: bool = False) -> Path:
+        """Write model, processor and generation config; `path` appears only when complete."""
+        with atomic_output_dir(path, overwrite=overwrite) as staging:
+            self.model.save_pretrained(staging)
+            self.processor.save_pretrained(staging)
+        return Path(path)
+
+    # -- building segments -------------------------------------------------------------------
+
+    def text(self, text: str, scored: bool = False, bos: bool = False) -> Text:
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if bos:
+            ids = [self.spec.bos_id, *ids]
+        return Text(torch.tensor(ids), scored=scored)
+
+    def seen_images(self, images: list[Image.Image]) -> list[SeenImage]:
+        pixels = self.processor.image_processor(images, return_tensors="pt")[
+            "pixel_values"
+        ]
+        return [SeenImage(p, num_features=self.spec.num_image_tokens) for p in pixels]
+
+    def chat(
+        self, messages: list[dict], add_generation_prompt: bool = True
+    ) -> Sequence:
+        """Render messages with the checkpoint's chat template into segments.
+
+        Image parts (`{"type": "image", "image": PIL.Image}`) become `SeenImage`s; the ids equal
+        what `JanusProcessor` produces for the same conversation.
+        """
+        images = [
+            part["image"]
+            for message in messages
+            if not isinstance(message["content"], str)
+            for part in message["content"]
+            if part["type"] == "image"
+        ]
+        rendered = self.processor.apply_chat_template(
+            messages, add_generation_prompt=add_generation_prompt, tokenize=False
+        )
+        pieces = rendered.split(self.processor.image_token)
+        if len(pieces) - 1 != len(images):
+            raise ValueError(
+                f"the chat template wrote {len(pieces) - 1} image placeholders for {len(images)} images"
+            )
+        seen = self.seen_images(images) if images else []
+        segments: list = []
+        for index, piece in enumerate(pieces):
+            ids = self.tokenizer(piece, add_special_tokens=index == 0)["input_ids"]
+            if ids:
+                segments.append(Text(torch.tensor(ids)))
+            if index < len(seen):
+                segments.append(seen[index])
+        return tuple(segments)
+
+    def image_prompt(self, prompt: str) -> Sequence:
+        """The context Janus generates an image in: a user turn with the prompt, then the assistant tag."""
+        return self.chat(
+            [{"role": "user", "content": [{"type": "text", "text": prompt}]}]
+        )
+
+    def _validated(self, sequences: list[Sequence], what: str) -> list[Sequence]:
+        if not sequences:
+            raise ValueError(f"no {what} given")
+        sequences = [tuple(s) for s in sequences]
+        for index, sequence in enumerate(sequences):
+            validate(sequence, self.spec, where=f"{what} {index}")
+        return sequences
+
+    # -- sampling ----------------------------------------------------------------------------
+
+    def sample_images(
+        self,
+        prompts: list[Sequence],
+        n: int = 1,
+        guidance: Guidance = DEFAULT_GUIDANCE,
+        sampling: Sampling = DEFAULT_SAMPLING,
+        generator: torch.Generator | None = None,
+    ) -> ImageSample:
+        return sample_images(
+            self.model,
+            self.spec,
+            self._validated(prompts, "prompt"),
+            n,
+            guidance,
+            sampling,
+            generator,
+        )
+
+    def sample_text(
+        self,
+        prompts: list[Sequence],
+        max_new_tokens: int,
+        n: int = 1,
+        sampling: Sampling = DEFAULT_SAMPLING,
+        stop_strings: tuple[str, ...] = (),
+        stop_ids: tuple[int, ...] = (),
+        generator: torch.Generator | None = None,
+    ) -> TextSample:
+        return sample_text(
+            self.model,
+            self.spec,
+            self.tokenizer,
+            self._validated(prompts, "prompt"),
+            max_new_tokens,
+            n,
+            sampling,
+            tuple(stop_ids),
+            tuple(stop_strings),
+            generator,
+        )
+
+    @torch.no_grad()
+    def decode(
+        self, images: ImageSample | torch.Tensor | list[GenImage]
+    ) -> list[Image.Image]:
+        """VQ codes -> PIL images of the checkpoint's size."""
+        if isinstance(images, ImageSample):
+            codes = images.codes
+        elif isinstance(images, torch.Tensor):
+            codes = images
+        else:
+            for index, image in enumerate(images):
+                if not isinstance(image, GenImage):
+                    raise TypeError(
+                        f"decode: item {index} is a {type(image).__name__}, not a GenImage"
+                    )
+            codes = torch.stack([image.codes for image in images])
+        return decode_images(self.model, self.processor, codes)
+
+    # -- judging -----------------------------------------------------------------------------
+
+    def _answer_ids(self, context: Sequence, answer: str) -> list[int]:
+        """Token ids of ' {answer}' right after the assistant tag, checked against joint tokenization."""
+        ids = self.tokenizer(" " + answer, add_special_tokens=False)["input_ids"]
+        tail = self.tokenizer.decode(context[-1].ids)
+        joint = self.tokenizer(tail + " " + answer, add_special_tokens=False)[
+            "input_ids"
+        ]
+        alone = self.tokenizer(tail, add_special_tokens=False)["input_ids"]
+        if joint != alone + ids:
+            raise ValueError(
+                f"judge answer {answer!r} does not tokenize on its own after the assistant tag"
+            )
+        return ids
+
+    @torch.no_grad()
+    def judge(
+        self,
+        images: list[Image.Image],
+        prompts: list[str],
+        question: str = JUDGE_QUESTION,
+        answers: tuple[str, str] = ("Yes", "No"),
+        reason: bool = False,
+        max_reason_tokens: int = 64,
+        sampling: Sampling = DEFAULT_SAMPLING,
+        generator: torch.Generator | None = None,
+    ) -> Judgement:
+        """Ask, per (image, prompt), `question`; the first answer token is constrained to the
+        first tokens of `answers`. With `reason`, an answer is drawn from that constrained
+        distribution and the rest of the reply sampled after it."""
+        if len(images) != len(prompts):
+            raise ValueError(
+                f"judge got {len(images)} images for {len(prompts)} prompts"
+            )
+        contexts = self._validated(
+            [
+                self.chat(
+                    [
+                        {
+                            "role": "user",
+                            "content": [
+                                {"type": "image", "image": image},
+                                {
+                                    "type": "text",
+                                    "text": question.format(prompt=prompt),
+                                },
+                            ],
+                        }
+                    ]
+                )
+                for image, prompt in zip(images, prompts)
+            ],
+            "judge context",
+        )
+        yes_ids, no_ids = (self._answer_ids(contexts[0], answer) for answer in answers)
+        if yes_ids[0] == no_ids[0]:
+            raise ValueError(
+                f"judge answers {answers} share their first token; P(yes) would be undefined"
+            )
+        hidden = trunk(self.model, pack(contexts, self.spec, "left")).last_hidden_state[
+            :, -1
+        ]
+        pair = self.model.lm_head(hidden)[:, [yes_ids[0], no_ids[0]]]  # (B, 2)
+        p_yes = pair.float().softmax(-1)[:, 0].cpu()
+        if not reason:
+            return Judgement(p_yes=p_yes)
+        drawn, _ = choose(pair, sampling, generator)
+        replies = [yes_ids if int(d) == 0 else no_ids for d in drawn]
+        reasons = self.sample_text(
+            [
+                context + (Text(torch.tensor(reply)),)
+                for context, reply in zip(contexts, replies)
+            ],
+            max_new_tokens=max_reason_tokens,
+            sampling=sampling,
+            generator=generator,
+        )
+        return Judgement(
+            p_yes=p_yes, answers=[answers[int(d)] for d in drawn], reasons=reasons
+        )
+
+    # -- teacher-forced log-probs ------------------------------------------------------------
+
+    def logprobs(
+        self,
+        sequences: list[Sequence],
+        mode: CFGMode | str = CFGMode.GUIDED,
+        guidance: Guidance = DEFAULT_GUIDANCE,
+        sampling: Sampling = DEFAULT_SAMPLING,
+        chunk_size: int = 1024,
+    ) -> Scores:
+        return score(
+            self.model,
+            self.spec,
+            self._validated(sequences, "sequence"),
+            CFGMode(mode),
+            guidance,
+            sampling,
+            chunk_size,
+        )
