@@ -32,3 +32,10 @@ def tiny_model(tiny_checkpoint):
     from coevolve.model.images import load_janus
 
     return load_janus(str(tiny_checkpoint))
+
+
+@pytest.fixture(scope="session")
+def tiny_adapter(tiny_checkpoint):
+    from coevolve.model.adapter import JanusAdapter
+
+    return JanusAdapter.from_pretrained(tiny_checkpoint)

@@ -43,14 +43,14 @@ def _pipeline(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from coevolve import bench
+    from coevolve.bench import quality
 
     if args.what == "verifier":
-        result = bench.verifier_accuracy_report(args.n, args.seed)
+        result = quality.verifier_accuracy_report(args.n, args.seed)
     else:
         if args.model is None:
             raise SystemExit("coevolve bench vq: --model DIR (a bootstrap output) is required")
-        result = bench.vq_fidelity_report(args.model, args.n, args.seed)
+        result = quality.vq_fidelity_report(args.model, args.n, args.seed)
     print(json.dumps(result, indent=2))
     return 0
 

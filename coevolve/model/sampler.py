@@ -6,9 +6,9 @@ for token under greedy decoding):
 - the prompt prefix of a group (conditional and unconditional row) is prefilled once and its KV
   cache repeated for the group's `n` samples, instead of prefilling every sample's copy;
 - with guidance weight 1 no unconditional rows are run at all;
-- the decode step calls the trunk directly with a growing `DynamicCache` (no static-cache
-  attention over empty slots, no per-step input preparation) and passes no attention mask
-  when no row is padded;
+- the decode step calls the trunk directly with a cache that grows in place (`kv_cache.py`:
+  no per-step copy of the cache, no attention over empty slots, no per-step input
+  preparation) and passes no attention mask when no row is padded;
 - the log-prob of every drawn token under the sampling distribution is returned with it.
 """
 
@@ -17,14 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from transformers import (
-    DynamicCache,
-    JanusForConditionalGeneration,
-    PreTrainedTokenizerBase,
-)
+from transformers import JanusForConditionalGeneration, PreTrainedTokenizerBase
 from transformers.generation.stopping_criteria import StopStringCriteria
 
 from coevolve.model.guidance import DEFAULT_GUIDANCE, Guidance, guide
+from coevolve.model.kv_cache import growing_cache
 from coevolve.model.packing import Packed, embed, pack
 from coevolve.model.sampling import DEFAULT_SAMPLING, Sampling, choose, forbid
 from coevolve.model.segments import GenImage, Sequence, Text, sequence_length
@@ -74,7 +71,8 @@ class _Decoder:
         self.model = model
         self.trunk = model.model.language_model
         device = model.device
-        self.cache = DynamicCache(config=model.config.text_config)
+        width = packed.attention_mask.shape[1]
+        self.cache = growing_cache(model.config.text_config.num_hidden_layers, capacity=width + new_tokens)
         out = self.trunk(
             inputs_embeds=embed(model, packed),
             attention_mask=packed.attention_mask.to(device) if packed.padded else None,

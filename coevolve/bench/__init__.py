@@ -1,0 +1,1 @@
+"""Benchmarks behind `coevolve bench`: each returns a JSON-able dict of measured figures."""

@@ -1,0 +1,92 @@
+"""Teacher-forced log-probs: multi-segment trajectories, chunking, autograd and the CFG modes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from coevolve.model.guidance import CFGMode, Guidance
+from coevolve.model.segments import GenImage, Text
+
+
+def _trajectory(adapter, seed):
+    """plan -> image -> verdict about the image it looks at -> regenerated image."""
+    g = torch.Generator().manual_seed(seed)
+    spec = adapter.spec
+    prompt = adapter.image_prompt("a photo of a red circle")
+    plan = adapter.text(" Plan: a red circle in the centre.", scored=True)
+    image = GenImage(torch.randint(0, spec.codebook_size, (spec.num_image_tokens,), generator=g))
+    question = adapter.chat([{"role": "user", "content": [{"type": "image", "image": Image.new("RGB", (64, 64), "red")},
+                                                          {"type": "text", "text": "Does it match?"}]}])
+    verdict = adapter.text(" No. The circle is too small.", scored=True)
+    regen = GenImage(torch.randint(0, spec.codebook_size, (spec.num_image_tokens,), generator=g))
+    return prompt + (plan, image) + question[1:] + (verdict, regen)
+
+
+def test_every_scored_segment_gets_one_logprob_per_token(tiny_adapter):
+    sequences = [_trajectory(tiny_adapter, 0), _trajectory(tiny_adapter, 1)[:-3]]
+    scores = tiny_adapter.logprobs(sequences, mode="guided", guidance=Guidance(3.0))
+    for sequence, lps, ents in zip(sequences, scores.logprobs, scores.entropies):
+        for segment, lp, ent in zip(sequence, lps, ents):
+            if not segment.scored:
+                assert lp is None and ent is None
+                continue
+            n = segment.ids.numel() if isinstance(segment, Text) else segment.codes.numel()
+            assert lp.shape == ent.shape == (n,)
+            assert bool((lp <= 0).all()) and bool(torch.isfinite(lp).all()) and bool((ent >= 0).all())
+
+
+def test_scores_do_not_depend_on_batch_company_or_chunk_size(tiny_adapter):
+    trajectory = _trajectory(tiny_adapter, 0)
+    alone = tiny_adapter.logprobs([trajectory], guidance=Guidance(5.0), chunk_size=4096)
+    batched = tiny_adapter.logprobs([_trajectory(tiny_adapter, 1)[:4], trajectory], guidance=Guidance(5.0), chunk_size=7)
+    for a, b in zip(alone.logprobs[0], batched.logprobs[1]):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert (a - b).abs().max() <= 1e-4
+
+
+def test_first_segment_scored_is_an_error(tiny_adapter):
+    with pytest.raises(ValueError, match="sequence 0: its first segment is scored"):
+        tiny_adapter.logprobs([(tiny_adapter.text("hello", scored=True, bos=True),)])
+
+
+def _grads(adapter, mode, chunk_size, weight=5.0):
+    model = adapter.model
+    model.zero_grad(set_to_none=True)
+    scores = adapter.logprobs([_trajectory(adapter, 0)], mode=mode, guidance=Guidance(weight), chunk_size=chunk_size)
+    loss = -torch.cat([lp for lp in scores.logprobs[0] if lp is not None]).mean()
+    loss.backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return loss.detach(), grads
+
+
+def test_backward_through_chunks_equals_backward_in_one_chunk(tiny_adapter):
+    loss_a, grads_a = _grads(tiny_adapter, CFGMode.GUIDED, chunk_size=5)
+    loss_b, grads_b = _grads(tiny_adapter, CFGMode.GUIDED, chunk_size=100_000)
+    assert torch.allclose(loss_a, loss_b, atol=1e-6)
+    assert grads_a.keys() == grads_b.keys()
+    for name in grads_a:
+        assert torch.allclose(grads_a[name], grads_b[name], atol=1e-6, rtol=1e-4), name
+    # Every part on the path gets gradient: trunk, embeddings (tied to the LM head), generation head/embeddings, vision encoder.
+    for part in ("model.language_model.embed_tokens", "model.generation_head", "model.generation_embeddings", "model.generation_aligner",
+                 "model.language_model.layers.0", "model.vision_model", "model.aligner"):
+        assert any(name.startswith(part) for name in grads_a), part
+
+
+def test_guided_detach_stops_gradient_through_the_unconditional_branch(tiny_adapter):
+    loss_g, grads_g = _grads(tiny_adapter, CFGMode.GUIDED, chunk_size=64)
+    loss_d, grads_d = _grads(tiny_adapter, CFGMode.GUIDED_DETACH, chunk_size=64)
+    assert torch.allclose(loss_g, loss_d), "same values, different gradients"
+    assert not torch.allclose(grads_g["model.generation_head.vision_head.weight"], grads_d["model.generation_head.vision_head.weight"])
+    # Detached is not the conditional mode either: the loss still sees the guided distribution.
+    _, grads_c = _grads(tiny_adapter, CFGMode.CONDITIONAL, chunk_size=64)
+    assert not torch.allclose(grads_d["model.generation_head.vision_head.bias"], grads_c["model.generation_head.vision_head.bias"])
+
+
+def test_no_gradient_work_without_grad(tiny_adapter):
+    with torch.no_grad():
+        scores = tiny_adapter.logprobs([_trajectory(tiny_adapter, 0)])
+    assert all(lp is None or not lp.requires_grad for lp in scores.logprobs[0])
