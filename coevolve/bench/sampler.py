@@ -32,6 +32,7 @@ from transformers import (
     LlamaConfig,
 )
 
+from coevolve.data.shapes.prompts import balanced_examples
 from coevolve.model.guidance import Guidance
 from coevolve.model.sampler import sample_images
 from coevolve.model.sampling import GREEDY
@@ -63,36 +64,74 @@ SHAPES = {
 }
 
 
-def random_janus(shape: RandomShape, dtype: torch.dtype, device: str, seed: int = 0) -> tuple[JanusForConditionalGeneration, JanusSpec]:
+def random_janus(
+    shape: RandomShape, dtype: torch.dtype, device: str, seed: int = 0
+) -> tuple[JanusForConditionalGeneration, JanusSpec]:
     grid = shape.image_size // shape.patch_size
     downsamplings = (shape.image_size // grid).bit_length() - 1
     text = LlamaConfig(
-        vocab_size=shape.vocab, hidden_size=shape.hidden, intermediate_size=shape.intermediate,
-        num_hidden_layers=shape.layers, num_attention_heads=shape.heads, num_key_value_heads=shape.heads,
-        max_position_embeddings=4096, bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD,
+        vocab_size=shape.vocab,
+        hidden_size=shape.hidden,
+        intermediate_size=shape.intermediate,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
+        num_key_value_heads=shape.heads,
+        max_position_embeddings=4096,
+        bos_token_id=BOS,
+        eos_token_id=EOS,
+        pad_token_id=PAD,
     )
     vision = JanusVisionConfig(
-        hidden_size=64, num_hidden_layers=1, num_attention_heads=4, image_size=shape.image_size,
-        patch_size=shape.patch_size, projection_dim=shape.hidden, depth=2, num_image_tokens=grid * grid,
+        hidden_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        image_size=shape.image_size,
+        patch_size=shape.patch_size,
+        projection_dim=shape.hidden,
+        depth=2,
+        num_image_tokens=grid * grid,
     )
     vq = JanusVQVAEConfig(
-        embed_dim=shape.vq_embed_dim, num_embeddings=shape.codebook, latent_channels=32, base_channels=32,
-        channel_multiplier=[1] * downsamplings + [2], num_res_blocks=0, num_patches=grid,
-        projection_dim=shape.hidden, image_token_embed_dim=shape.hidden, num_hidden_layers=2,
+        embed_dim=shape.vq_embed_dim,
+        num_embeddings=shape.codebook,
+        latent_channels=32,
+        base_channels=32,
+        channel_multiplier=[1] * downsamplings + [2],
+        num_res_blocks=0,
+        num_patches=grid,
+        projection_dim=shape.hidden,
+        image_token_embed_dim=shape.hidden,
+        num_hidden_layers=2,
     )
     torch.manual_seed(seed)
     with torch.device(device):
         model = JanusForConditionalGeneration(
-            JanusConfig(text_config=text, vision_config=vision, vq_config=vq, image_token_id=IMAGE)
+            JanusConfig(
+                text_config=text,
+                vision_config=vision,
+                vq_config=vq,
+                image_token_id=IMAGE,
+            )
         ).to(dtype)
     model.eval()
     model.generation_config = GenerationConfig(
-        bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD, generation_kwargs={"boi_token_id": BOI}
+        bos_token_id=BOS,
+        eos_token_id=EOS,
+        pad_token_id=PAD,
+        generation_kwargs={"boi_token_id": BOI},
     )
     spec = JanusSpec(
-        text_vocab_size=shape.vocab, codebook_size=shape.codebook, num_image_tokens=grid * grid,
-        image_size=shape.image_size, max_positions=4096, bos_id=BOS, eos_id=EOS, pad_id=PAD,
-        boi_id=BOI, eoi_id=EOI, image_token_id=IMAGE,
+        text_vocab_size=shape.vocab,
+        codebook_size=shape.codebook,
+        num_image_tokens=grid * grid,
+        image_size=shape.image_size,
+        max_positions=4096,
+        bos_id=BOS,
+        eos_id=EOS,
+        pad_id=PAD,
+        boi_id=BOI,
+        eoi_id=EOI,
+        image_token_id=IMAGE,
     )
     return model, spec
 
@@ -100,19 +139,32 @@ def random_janus(shape: RandomShape, dtype: torch.dtype, device: str, seed: int 
 def random_prompts(lengths: list[int], vocab: int, seed: int) -> list[torch.Tensor]:
     """Prompt ids (BOS + random words), one per length."""
     generator = torch.Generator().manual_seed(seed)
-    return [torch.cat([torch.tensor([BOS]), torch.randint(IMAGE + 1, vocab, (length - 1,), generator=generator)]) for length in lengths]
+    return [
+        torch.cat(
+            [
+                torch.tensor([BOS]),
+                torch.randint(IMAGE + 1, vocab, (length - 1,), generator=generator),
+            ]
+        )
+        for length in lengths
+    ]
 
 
-def _transformers_inputs(prompts: list[torch.Tensor], spec: JanusSpec, device: str) -> dict:
+def _transformers_inputs(
+    prompts: list[torch.Tensor], spec: JanusSpec, device: str
+) -> dict:
     """Left-padded input_ids ending in <begin_of_image>, as JanusProcessor(generation_mode="image") writes them."""
     rows = [torch.cat([p, torch.tensor([spec.boi_id])]) for p in prompts]
     width = max(len(r) for r in rows)
     input_ids = torch.full((len(rows), width), spec.pad_id)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.int64)
     for i, row in enumerate(rows):
-        input_ids[i, width - len(row):] = row
-        attention_mask[i, width - len(row):] = 1
-    return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
+        input_ids[i, width - len(row) :] = row
+        attention_mask[i, width - len(row) :] = 1
+    return {
+        "input_ids": input_ids.to(device),
+        "attention_mask": attention_mask.to(device),
+    }
 
 
 def _sync(device: str) -> None:
@@ -120,7 +172,15 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def compare(model, spec: JanusSpec, prompts: list[torch.Tensor], n: int, guidance: float, repeats: int, device: str) -> dict:
+def compare(
+    model,
+    spec: JanusSpec,
+    prompts: list[torch.Tensor],
+    n: int,
+    guidance: float,
+    repeats: int,
+    device: str,
+) -> dict:
     """Time both samplers on the same inputs; report images/s, the ratio and greedy equality."""
     # transformers rejects num_return_sequences > 1 under greedy decoding; its sampling path
     # expands the batch by repeat_interleave, which is what we hand it here.
@@ -128,10 +188,14 @@ def compare(model, spec: JanusSpec, prompts: list[torch.Tensor], n: int, guidanc
     sequences = [(Text(p),) for p in prompts]
 
     def ours():
-        return sample_images(model, spec, sequences, n=n, guidance=Guidance(guidance), sampling=GREEDY).codes
+        return sample_images(
+            model, spec, sequences, n=n, guidance=Guidance(guidance), sampling=GREEDY
+        ).codes
 
     def theirs():
-        return model.generate(**inputs, generation_mode="image", guidance_scale=guidance, do_sample=False)
+        return model.generate(
+            **inputs, generation_mode="image", guidance_scale=guidance, do_sample=False
+        )
 
     times = {"coevolve": [], "transformers": []}
     outputs = {}
@@ -160,17 +224,30 @@ def compare(model, spec: JanusSpec, prompts: list[torch.Tensor], n: int, guidanc
     }
 
 
-def decode_bandwidth_bound(model, spec: JanusSpec, rows: int, prefix: int, bandwidth: float) -> dict:
+def decode_bandwidth_bound(
+    model, spec: JanusSpec, rows: int, prefix: int, bandwidth: float
+) -> dict:
     """Lower bound on decode time from memory traffic alone: every step reads the trunk, the
     generation head/embeddings/aligner and the KV cache of all rows once."""
     text = model.config.text_config
     element = next(model.parameters()).element_size()
     weights = sum(p.numel() for p in model.model.language_model.parameters())
-    weights += sum(p.numel() for m in (model.model.generation_head, model.model.generation_aligner) for p in m.parameters())
-    kv_per_position = 2 * text.num_hidden_layers * text.num_key_value_heads * (text.hidden_size // text.num_attention_heads)
+    weights += sum(
+        p.numel()
+        for m in (model.model.generation_head, model.model.generation_aligner)
+        for p in m.parameters()
+    )
+    kv_per_position = (
+        2
+        * text.num_hidden_layers
+        * text.num_key_value_heads
+        * (text.hidden_size // text.num_attention_heads)
+    )
     seconds = 0.0
     for step in range(spec.num_image_tokens):
-        seconds += (weights + rows * (prefix + step) * kv_per_position) * element / bandwidth
+        seconds += (
+            (weights + rows * (prefix + step) * kv_per_position) * element / bandwidth
+        )
     return {"bytes_per_s": bandwidth, "decode_seconds_lower_bound": seconds}
 
 
@@ -190,8 +267,6 @@ def measured_copy_bandwidth(device: str, gib: float = 2.0) -> float:
 def _plan_prompts(adapter, lengths: tuple[int, ...] = (80, 120)) -> list[torch.Tensor]:
     """Shapes prompts followed by a plan, cut to `lengths` tokens: the context of a rollout's image.
     (The world's own plans are short, so a plan here is several scenes' plans in a row.)"""
-    from coevolve.data.shapes.prompts import balanced_examples
-
     examples = iter(balanced_examples(400, seed=0))
     prompts = []
     for length in lengths:
@@ -202,25 +277,114 @@ def _plan_prompts(adapter, lengths: tuple[int, ...] = (80, 120)) -> list[torch.T
     return prompts
 
 
-def sampler_report(tiny_model_dir: str | None, device: str = "cpu", repeats: int = 3, guidance: float = 5.0) -> dict:
-    from coevolve.data.shapes.prompts import balanced_examples
+CASES = ("tiny", "tiny-rollout", "mid", "rollout", "janus-pro-1b")
+
+
+def sampler_report(
+    tiny_model_dir: str | None,
+    device: str = "cpu",
+    repeats: int = 3,
+    guidance: float = 5.0,
+    cases: tuple[str, ...] = CASES,
+) -> dict:
+    """Run the named cases. `tiny*` need the tiny checkpoint; `janus-pro-1b` runs only on CUDA
+    (on CPU it is listed under `skipped` with the reason, never silently dropped)."""
     from coevolve.model.adapter import JanusAdapter
 
-    report = {"device": device, "threads": torch.get_num_threads(), "repeats": repeats, "cases": {}}
-    if tiny_model_dir is not None:
+    unknown = sorted(set(cases) - set(CASES))
+    if unknown:
+        raise ValueError(
+            f"unknown sampler bench case(s) {unknown}; known: {list(CASES)}"
+        )
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    report = {
+        "device": device,
+        "threads": torch.get_num_threads(),
+        "repeats": repeats,
+        "guidance": guidance,
+        "cases": {},
+        "skipped": {},
+    }
+    if {"tiny", "tiny-rollout"} & set(cases):
+        if tiny_model_dir is None:
+            raise ValueError(
+                "the tiny sampler cases need --model DIR (a `coevolve bootstrap tiny` output)"
+            )
         adapter = JanusAdapter.from_pretrained(tiny_model_dir, device=device)
-        examples = balanced_examples(8, seed=0)
-        prompts = [torch.cat([s.ids for s in adapter.image_prompt(e.prompt)]) for e in examples]
-        report["cases"]["tiny"] = compare(adapter.model, adapter.spec, prompts, 1, guidance, repeats, device)
-        report["cases"]["tiny-rollout"] = compare(adapter.model, adapter.spec, _plan_prompts(adapter), 8, guidance, repeats, device)
-    model, spec = random_janus(SHAPES["mid"], torch.float32, device)
-    report["cases"]["mid"] = compare(model, spec, random_prompts([12, 18, 24, 30, 16, 20, 28, 36], spec.text_vocab_size, 0), 1, guidance, repeats, device)
-    report["cases"]["rollout"] = compare(model, spec, random_prompts([80, 120], spec.text_vocab_size, 1), 8, guidance, repeats, device)
-    del model
-    if device.startswith("cuda"):
-        model, spec = random_janus(SHAPES["janus-pro-1b"], torch.bfloat16, device)
-        case = compare(model, spec, random_prompts([80, 120], spec.text_vocab_size, 2), 8, guidance, repeats, device)
-        bound = decode_bandwidth_bound(model, spec, rows=2 * 2 * 8, prefix=120, bandwidth=measured_copy_bandwidth(device))
-        case["bandwidth_bound"] = {**bound, "images_per_s_upper_bound": round(16 / bound["decode_seconds_lower_bound"], 3)}
-        report["cases"]["janus-pro-1b"] = case
+        if "tiny" in cases:
+            examples = balanced_examples(8, seed=0)
+            prompts = [
+                torch.cat([s.ids for s in adapter.image_prompt(e.prompt)])
+                for e in examples
+            ]
+            report["cases"]["tiny"] = compare(
+                adapter.model, adapter.spec, prompts, 1, guidance, repeats, device
+            )
+        if "tiny-rollout" in cases:
+            report["cases"]["tiny-rollout"] = compare(
+                adapter.model,
+                adapter.spec,
+                _plan_prompts(adapter),
+                8,
+                guidance,
+                repeats,
+                device,
+            )
+    if {"mid", "rollout"} & set(cases):
+        model, spec = random_janus(SHAPES["mid"], torch.float32, device)
+        report["trunk_parameters"] = {"mid": _trunk_parameters(model)}
+        if "mid" in cases:
+            prompts = random_prompts(
+                [12, 18, 24, 30, 16, 20, 28, 36], spec.text_vocab_size, 0
+            )
+            report["cases"]["mid"] = compare(
+                model, spec, prompts, 1, guidance, repeats, device
+            )
+        if "rollout" in cases:
+            prompts = random_prompts([80, 120], spec.text_vocab_size, 1)
+            report["cases"]["rollout"] = compare(
+                model, spec, prompts, 8, guidance, repeats, device
+            )
+        del model
+    if "janus-pro-1b" in cases:
+        if not device.startswith("cuda"):
+            report["skipped"]["janus-pro-1b"] = (
+                "needs --device cuda (bf16, ~1.6B parameters)"
+            )
+        else:
+            model, spec = random_janus(SHAPES["janus-pro-1b"], torch.bfloat16, device)
+            report.setdefault("trunk_parameters", {})["janus-pro-1b"] = (
+                _trunk_parameters(model)
+            )
+            case = compare(
+                model,
+                spec,
+                random_prompts([80, 120], spec.text_vocab_size, 2),
+                8,
+                guidance,
+                repeats,
+                device,
+            )
+            rows = (
+                2 * 2 * 8
+            )  # prompts x (conditional, unconditional) x images per prompt
+            bound = decode_bandwidth_bound(
+                model,
+                spec,
+                rows=rows,
+                prefix=121,
+                bandwidth=measured_copy_bandwidth(device),
+            )
+            case["bandwidth_bound"] = {
+                **bound,
+                "images_per_s_upper_bound": round(
+                    16 / bound["decode_seconds_lower_bound"], 3
+                ),
+            }
+            report["cases"]["janus-pro-1b"] = case
     return report
+
+
+def _trunk_parameters(model) -> int:
+    return sum(p.numel() for p in model.model.language_model.parameters())

@@ -47,9 +47,20 @@ def _bench(args: argparse.Namespace) -> int:
 
     if args.what == "verifier":
         result = quality.verifier_accuracy_report(args.n, args.seed)
+    elif args.what == "sampler":
+        from coevolve.bench.sampler import sampler_report
+
+        result = sampler_report(
+            args.model,
+            device=args.device,
+            repeats=args.repeats,
+            cases=args.cases.split(","),
+        )
     else:
         if args.model is None:
-            raise SystemExit("coevolve bench vq: --model DIR (a bootstrap output) is required")
+            raise SystemExit(
+                "coevolve bench vq: --model DIR (a bootstrap output) is required"
+            )
         result = quality.vq_fidelity_report(args.model, args.n, args.seed)
     print(json.dumps(result, indent=2))
     return 0
@@ -63,31 +74,74 @@ def _peak_rss_mib() -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="coevolve", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="coevolve", description=__doc__.splitlines()[0]
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    boot = commands.add_parser("bootstrap", help="build a tiny Janus checkpoint for the shapes world")
+    boot = commands.add_parser(
+        "bootstrap", help="build a tiny Janus checkpoint for the shapes world"
+    )
     boot.add_argument("kind", choices=["tiny"])
-    boot.add_argument("--out", required=True, help="output directory (created; must be empty or absent)")
+    boot.add_argument(
+        "--out",
+        required=True,
+        help="output directory (created; must be empty or absent)",
+    )
     boot.add_argument("--seed", type=int, default=0)
-    boot.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
+    boot.add_argument(
+        "--overwrite", action="store_true", help="replace a non-empty output directory"
+    )
     boot.set_defaults(run=_bootstrap)
 
-    demo = commands.add_parser("demo", help="render, tokenize, generate and verify a few shapes images")
-    demo.add_argument("--model", required=True, help="a Janus checkpoint directory (HF format)")
-    demo.add_argument("--out", required=True, help="directory for the demo's images and summary")
+    demo = commands.add_parser(
+        "demo", help="render, tokenize, generate and verify a few shapes images"
+    )
+    demo.add_argument(
+        "--model", required=True, help="a Janus checkpoint directory (HF format)"
+    )
+    demo.add_argument(
+        "--out", required=True, help="directory for the demo's images and summary"
+    )
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--guidance-scale", type=float, default=5.0)
     demo.set_defaults(run=_demo)
 
-    pipe = commands.add_parser("pipeline", help="the main job on the built-in shapes world")
-    pipe.add_argument("--out", default="runs/shapes", help="run directory (default: runs/shapes)")
+    pipe = commands.add_parser(
+        "pipeline", help="the main job on the built-in shapes world"
+    )
+    pipe.add_argument(
+        "--out", default="runs/shapes", help="run directory (default: runs/shapes)"
+    )
     pipe.add_argument("--seed", type=int, default=0)
     pipe.set_defaults(run=_pipeline)
 
     bench = commands.add_parser("bench", help="print a figure as JSON")
-    bench.add_argument("what", choices=["verifier", "vq"], help="verifier: accuracy on seeded pairs; vq: fidelity of VQ round trips")
-    bench.add_argument("--model", help="checkpoint directory (for vq)")
+    bench.add_argument(
+        "what",
+        choices=["verifier", "vq", "sampler"],
+        help="verifier: accuracy on seeded pairs; vq: fidelity of VQ round trips; "
+        "sampler: images/s of our sampler vs transformers' generate, side by side",
+    )
+    bench.add_argument(
+        "--model", help="checkpoint directory (for vq; for sampler's tiny cases)"
+    )
+    bench.add_argument(
+        "--device",
+        default="cpu",
+        help="sampler: cpu or cuda (cuda adds the Janus-Pro-1B-shaped case)",
+    )
+    bench.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="sampler: timed runs per sampler and case (median)",
+    )
+    bench.add_argument(
+        "--cases",
+        default="tiny,tiny-rollout,mid,rollout,janus-pro-1b",
+        help="sampler: comma-separated cases (tiny cases need --model; janus-pro-1b needs cuda)",
+    )
     bench.add_argument("--n", type=int, default=1000)
     bench.add_argument("--seed", type=int, default=0)
     bench.set_defaults(run=_bench)

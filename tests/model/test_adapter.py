@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from PIL import Image
 from transformers import JanusForConditionalGeneration, JanusProcessor
 
 from coevolve.data.shapes import render, sample_example

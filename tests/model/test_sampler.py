@@ -128,13 +128,13 @@ def test_text_sampling_is_seeded_and_conditioned_on_images(tiny_adapter):
     a = tiny_adapter.sample_text([ask("red")], max_new_tokens=8, generator=torch.Generator().manual_seed(5))
     b = tiny_adapter.sample_text([ask("red")], max_new_tokens=8, generator=torch.Generator().manual_seed(5))
     assert torch.equal(a.ids[0], b.ids[0])
-    first = tiny_adapter.logprobs([ask("red") + (Text_of(a),)], mode="conditional").logprobs[0][-1]
-    other = tiny_adapter.logprobs([ask("blue") + (Text_of(a),)], mode="conditional").logprobs[0][-1]
+    first = tiny_adapter.logprobs([ask("red") + (_only_completion(a),)], mode="conditional").logprobs[0][-1]
+    other = tiny_adapter.logprobs([ask("blue") + (_only_completion(a),)], mode="conditional").logprobs[0][-1]
     assert (first - a.logprobs[0]).abs().max() <= 1e-4
     assert (first - other).abs().max() > 1e-3, "the seen image must change the text distribution"
 
 
-def Text_of(sample):  # noqa: N802 - reads as a constructor in the tests above
+def _only_completion(sample):
     return sample.segments()[0]
 
 
