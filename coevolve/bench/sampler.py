@@ -150,9 +150,7 @@ def random_prompts(lengths: list[int], vocab: int, seed: int) -> list[torch.Tens
     ]
 
 
-def _transformers_inputs(
-    prompts: list[torch.Tensor], spec: JanusSpec, device: str
-) -> dict:
+def _transformers_inputs(prompts: list[torch.Tensor], spec: JanusSpec, device: str) -> dict:
     """Left-padded input_ids ending in <begin_of_image>, as JanusProcessor(generation_mode="image") writes them."""
     rows = [torch.cat([p, torch.tensor([spec.boi_id])]) for p in prompts]
     width = max(len(r) for r in rows)
@@ -188,14 +186,10 @@ def compare(
     sequences = [(Text(p),) for p in prompts]
 
     def ours():
-        return sample_images(
-            model, spec, sequences, n=n, guidance=Guidance(guidance), sampling=GREEDY
-        ).codes
+        return sample_images(model, spec, sequences, n=n, guidance=Guidance(guidance), sampling=GREEDY).codes
 
     def theirs():
-        return model.generate(
-            **inputs, generation_mode="image", guidance_scale=guidance, do_sample=False
-        )
+        return model.generate(**inputs, generation_mode="image", guidance_scale=guidance, do_sample=False)
 
     times = {"coevolve": [], "transformers": []}
     outputs = {}
@@ -224,30 +218,21 @@ def compare(
     }
 
 
-def decode_bandwidth_bound(
-    model, spec: JanusSpec, rows: int, prefix: int, bandwidth: float
-) -> dict:
+def decode_bandwidth_bound(model, spec: JanusSpec, rows: int, prefix: int, bandwidth: float) -> dict:
     """Lower bound on decode time from memory traffic alone: every step reads the trunk, the
     generation head/embeddings/aligner and the KV cache of all rows once."""
     text = model.config.text_config
     element = next(model.parameters()).element_size()
     weights = sum(p.numel() for p in model.model.language_model.parameters())
     weights += sum(
-        p.numel()
-        for m in (model.model.generation_head, model.model.generation_aligner)
-        for p in m.parameters()
+        p.numel() for m in (model.model.generation_head, model.model.generation_aligner) for p in m.parameters()
     )
     kv_per_position = (
-        2
-        * text.num_hidden_layers
-        * text.num_key_value_heads
-        * (text.hidden_size // text.num_attention_heads)
+        2 * text.num_hidden_layers * text.num_key_value_heads * (text.hidden_size // text.num_attention_heads)
     )
     seconds = 0.0
     for step in range(spec.num_image_tokens):
-        seconds += (
-            (weights + rows * (prefix + step) * kv_per_position) * element / bandwidth
-        )
+        seconds += (weights + rows * (prefix + step) * kv_per_position) * element / bandwidth
     return {"bytes_per_s": bandwidth, "decode_seconds_lower_bound": seconds}
 
 
@@ -293,9 +278,7 @@ def sampler_report(
 
     unknown = sorted(set(cases) - set(CASES))
     if unknown:
-        raise ValueError(
-            f"unknown sampler bench case(s) {unknown}; known: {list(CASES)}"
-        )
+        raise ValueError(f"unknown sampler bench case(s) {unknown}; known: {list(CASES)}")
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     report = {
@@ -308,19 +291,12 @@ def sampler_report(
     }
     if {"tiny", "tiny-rollout"} & set(cases):
         if tiny_model_dir is None:
-            raise ValueError(
-                "the tiny sampler cases need --model DIR (a `coevolve bootstrap tiny` output)"
-            )
+            raise ValueError("the tiny sampler cases need --model DIR (a `coevolve bootstrap tiny` output)")
         adapter = JanusAdapter.from_pretrained(tiny_model_dir, device=device)
         if "tiny" in cases:
             examples = balanced_examples(8, seed=0)
-            prompts = [
-                torch.cat([s.ids for s in adapter.image_prompt(e.prompt)])
-                for e in examples
-            ]
-            report["cases"]["tiny"] = compare(
-                adapter.model, adapter.spec, prompts, 1, guidance, repeats, device
-            )
+            prompts = [torch.cat([s.ids for s in adapter.image_prompt(e.prompt)]) for e in examples]
+            report["cases"]["tiny"] = compare(adapter.model, adapter.spec, prompts, 1, guidance, repeats, device)
         if "tiny-rollout" in cases:
             report["cases"]["tiny-rollout"] = compare(
                 adapter.model,
@@ -335,28 +311,18 @@ def sampler_report(
         model, spec = random_janus(SHAPES["mid"], torch.float32, device)
         report["trunk_parameters"] = {"mid": _trunk_parameters(model)}
         if "mid" in cases:
-            prompts = random_prompts(
-                [12, 18, 24, 30, 16, 20, 28, 36], spec.text_vocab_size, 0
-            )
-            report["cases"]["mid"] = compare(
-                model, spec, prompts, 1, guidance, repeats, device
-            )
+            prompts = random_prompts([12, 18, 24, 30, 16, 20, 28, 36], spec.text_vocab_size, 0)
+            report["cases"]["mid"] = compare(model, spec, prompts, 1, guidance, repeats, device)
         if "rollout" in cases:
             prompts = random_prompts([80, 120], spec.text_vocab_size, 1)
-            report["cases"]["rollout"] = compare(
-                model, spec, prompts, 8, guidance, repeats, device
-            )
+            report["cases"]["rollout"] = compare(model, spec, prompts, 8, guidance, repeats, device)
         del model
     if "janus-pro-1b" in cases:
         if not device.startswith("cuda"):
-            report["skipped"]["janus-pro-1b"] = (
-                "needs --device cuda (bf16, ~1.6B parameters)"
-            )
+            report["skipped"]["janus-pro-1b"] = "needs --device cuda (bf16, ~1.6B parameters)"
         else:
             model, spec = random_janus(SHAPES["janus-pro-1b"], torch.bfloat16, device)
-            report.setdefault("trunk_parameters", {})["janus-pro-1b"] = (
-                _trunk_parameters(model)
-            )
+            report.setdefault("trunk_parameters", {})["janus-pro-1b"] = _trunk_parameters(model)
             case = compare(
                 model,
                 spec,
@@ -366,9 +332,7 @@ def sampler_report(
                 repeats,
                 device,
             )
-            rows = (
-                2 * 2 * 8
-            )  # prompts x (conditional, unconditional) x images per prompt
+            rows = 2 * 2 * 8  # prompts x (conditional, unconditional) x images per prompt
             bound = decode_bandwidth_bound(
                 model,
                 spec,
@@ -378,9 +342,7 @@ def sampler_report(
             )
             case["bandwidth_bound"] = {
                 **bound,
-                "images_per_s_upper_bound": round(
-                    16 / bound["decode_seconds_lower_bound"], 3
-                ),
+                "images_per_s_upper_bound": round(16 / bound["decode_seconds_lower_bound"], 3),
             }
             report["cases"]["janus-pro-1b"] = case
     return report

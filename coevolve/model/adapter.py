@@ -38,12 +38,8 @@ JUDGE_QUESTION = 'Does this image match the prompt "{prompt}"? Answer Yes or No.
 
 @dataclass
 class Judgement:
-    p_yes: (
-        torch.Tensor
-    )  # (B,) float32: p(Yes) / (p(Yes) + p(No)) for the first answer token
-    answers: list[str] | None = (
-        None  # the drawn answer per image, when a reason was asked for
-    )
+    p_yes: torch.Tensor  # (B,) float32: p(Yes) / (p(Yes) + p(No)) for the first answer token
+    answers: list[str] | None = None  # the drawn answer per image, when a reason was asked for
     reasons: TextSample | None = None  # the reason sampled after each drawn answer
 
 
@@ -63,12 +59,8 @@ class JanusAdapter:
     ) -> JanusAdapter:
         path = Path(path)
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(
-                f"{path} is not a Hugging Face checkpoint directory (no config.json)"
-            )
-        model = JanusForConditionalGeneration.from_pretrained(path, dtype=dtype).to(
-            device
-        )
+            raise FileNotFoundError(f"{path} is not a Hugging Face checkpoint directory (no config.json)")
+        model = JanusForConditionalGeneration.from_pretrained(path, dtype=dtype).to(device)
         model.eval()
         return cls(model, JanusProcessor.from_pretrained(path))
 
@@ -88,14 +80,10 @@ class JanusAdapter:
         return Text(torch.tensor(ids), scored=scored)
 
     def seen_images(self, images: list[Image.Image]) -> list[SeenImage]:
-        pixels = self.processor.image_processor(images, return_tensors="pt")[
-            "pixel_values"
-        ]
+        pixels = self.processor.image_processor(images, return_tensors="pt")["pixel_values"]
         return [SeenImage(p, num_features=self.spec.num_image_tokens) for p in pixels]
 
-    def chat(
-        self, messages: list[dict], add_generation_prompt: bool = True
-    ) -> Sequence:
+    def chat(self, messages: list[dict], add_generation_prompt: bool = True) -> Sequence:
         """Render messages with the checkpoint's chat template into segments.
 
         Image parts (`{"type": "image", "image": PIL.Image}`) become `SeenImage`s; the ids equal
@@ -113,9 +101,7 @@ class JanusAdapter:
         )
         pieces = rendered.split(self.processor.image_token)
         if len(pieces) - 1 != len(images):
-            raise ValueError(
-                f"the chat template wrote {len(pieces) - 1} image placeholders for {len(images)} images"
-            )
+            raise ValueError(f"the chat template wrote {len(pieces) - 1} image placeholders for {len(images)} images")
         seen = self.seen_images(images) if images else []
         segments: list = []
         for index, piece in enumerate(pieces):
@@ -128,9 +114,7 @@ class JanusAdapter:
 
     def image_prompt(self, prompt: str) -> Sequence:
         """The context Janus generates an image in: a user turn with the prompt, then the assistant tag."""
-        return self.chat(
-            [{"role": "user", "content": [{"type": "text", "text": prompt}]}]
-        )
+        return self.chat([{"role": "user", "content": [{"type": "text", "text": prompt}]}])
 
     def _validated(self, sequences: list[Sequence], what: str) -> list[Sequence]:
         if not sequences:
@@ -184,9 +168,7 @@ class JanusAdapter:
         )
 
     @torch.no_grad()
-    def decode(
-        self, images: ImageSample | torch.Tensor | list[GenImage]
-    ) -> list[Image.Image]:
+    def decode(self, images: ImageSample | torch.Tensor | list[GenImage]) -> list[Image.Image]:
         """VQ codes -> PIL images of the checkpoint's size."""
         if isinstance(images, ImageSample):
             codes = images.codes
@@ -195,9 +177,7 @@ class JanusAdapter:
         else:
             for index, image in enumerate(images):
                 if not isinstance(image, GenImage):
-                    raise TypeError(
-                        f"decode: item {index} is a {type(image).__name__}, not a GenImage"
-                    )
+                    raise TypeError(f"decode: item {index} is a {type(image).__name__}, not a GenImage")
             codes = torch.stack([image.codes for image in images])
         return decode_images(self.model, self.processor, codes)
 
@@ -207,14 +187,10 @@ class JanusAdapter:
         """Token ids of ' {answer}' right after the assistant tag, checked against joint tokenization."""
         ids = self.tokenizer(" " + answer, add_special_tokens=False)["input_ids"]
         tail = self.tokenizer.decode(context[-1].ids)
-        joint = self.tokenizer(tail + " " + answer, add_special_tokens=False)[
-            "input_ids"
-        ]
+        joint = self.tokenizer(tail + " " + answer, add_special_tokens=False)["input_ids"]
         alone = self.tokenizer(tail, add_special_tokens=False)["input_ids"]
         if joint != alone + ids:
-            raise ValueError(
-                f"judge answer {answer!r} does not tokenize on its own after the assistant tag"
-            )
+            raise ValueError(f"judge answer {answer!r} does not tokenize on its own after the assistant tag")
         return ids
 
     @torch.no_grad()
@@ -233,9 +209,7 @@ class JanusAdapter:
         first tokens of `answers`. With `reason`, an answer is drawn from that constrained
         distribution and the rest of the reply sampled after it."""
         if len(images) != len(prompts):
-            raise ValueError(
-                f"judge got {len(images)} images for {len(prompts)} prompts"
-            )
+            raise ValueError(f"judge got {len(images)} images for {len(prompts)} prompts")
         contexts = self._validated(
             [
                 self.chat(
@@ -258,12 +232,8 @@ class JanusAdapter:
         )
         yes_ids, no_ids = (self._answer_ids(contexts[0], answer) for answer in answers)
         if yes_ids[0] == no_ids[0]:
-            raise ValueError(
-                f"judge answers {answers} share their first token; P(yes) would be undefined"
-            )
-        hidden = trunk(self.model, pack(contexts, self.spec, "left")).last_hidden_state[
-            :, -1
-        ]
+            raise ValueError(f"judge answers {answers} share their first token; P(yes) would be undefined")
+        hidden = trunk(self.model, pack(contexts, self.spec, "left")).last_hidden_state[:, -1]
         pair = self.model.lm_head(hidden)[:, [yes_ids[0], no_ids[0]]]  # (B, 2)
         p_yes = pair.float().softmax(-1)[:, 0].cpu()
         if not reason:
@@ -271,17 +241,12 @@ class JanusAdapter:
         drawn, _ = choose(pair, sampling, generator)
         replies = [yes_ids if int(d) == 0 else no_ids for d in drawn]
         reasons = self.sample_text(
-            [
-                context + (Text(torch.tensor(reply)),)
-                for context, reply in zip(contexts, replies)
-            ],
+            [context + (Text(torch.tensor(reply)),) for context, reply in zip(contexts, replies)],
             max_new_tokens=max_reason_tokens,
             sampling=sampling,
             generator=generator,
         )
-        return Judgement(
-            p_yes=p_yes, answers=[answers[int(d)] for d in drawn], reasons=reasons
-        )
+        return Judgement(p_yes=p_yes, answers=[answers[int(d)] for d in drawn], reasons=reasons)
 
     # -- teacher-forced log-probs ------------------------------------------------------------
 

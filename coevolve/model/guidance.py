@@ -56,9 +56,7 @@ class Guidance:
 
     def __post_init__(self) -> None:
         if not self.weight >= 1:
-            raise ValueError(
-                f"guidance weight must be >= 1 (1 = no guidance), got {self.weight}"
-            )
+            raise ValueError(f"guidance weight must be >= 1 (1 = no guidance), got {self.weight}")
         if self.unconditional not in UNCONDITIONAL_PROMPTS:
             raise ValueError(
                 f"unknown unconditional prompt {self.unconditional!r}; known: {sorted(UNCONDITIONAL_PROMPTS)}"

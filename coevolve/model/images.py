@@ -12,9 +12,7 @@ from PIL import Image
 from transformers import JanusForConditionalGeneration, JanusProcessor
 
 
-def load_janus(
-    path: str, dtype: torch.dtype = torch.float32
-) -> tuple[JanusForConditionalGeneration, JanusProcessor]:
+def load_janus(path: str, dtype: torch.dtype = torch.float32) -> tuple[JanusForConditionalGeneration, JanusProcessor]:
     """Load a Janus checkpoint in HF format from a local directory (no remote code)."""
     model = JanusForConditionalGeneration.from_pretrained(path, dtype=dtype)
     model.eval()
@@ -46,10 +44,8 @@ def decode_images(
         raise ValueError(
             f"VQ ids must lie in [0, {num_codes}); got values in [{int(tokens.min())}, {int(tokens.max())}]"
         )
-    pixels = model.decode_image_tokens(
-        tokens.to(model.device)
-    )  # (B, H, W, 3) in [-1, 1]
+    pixels = model.decode_image_tokens(tokens.to(model.device))  # (B, H, W, 3) in [-1, 1]
     # The processor's postprocess expects channels first, as the VQ decoder emits them.
-    return processor.postprocess(
-        list(pixels.permute(0, 3, 1, 2).float()), return_tensors="PIL.Image.Image"
-    )["pixel_values"]
+    return processor.postprocess(list(pixels.permute(0, 3, 1, 2).float()), return_tensors="PIL.Image.Image")[
+        "pixel_values"
+    ]

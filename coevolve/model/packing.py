@@ -23,9 +23,7 @@ def text_space_ids(segment: Segment, spec: JanusSpec) -> torch.Tensor:
     if isinstance(segment, GenImage):
         inner = torch.full((segment.codes.numel(),), spec.pad_id, dtype=torch.int64)
     else:
-        inner = torch.full(
-            (segment.num_features,), spec.image_token_id, dtype=torch.int64
-        )
+        inner = torch.full((segment.num_features,), spec.image_token_id, dtype=torch.int64)
     return torch.cat([torch.tensor([spec.boi_id]), inner, torch.tensor([spec.eoi_id])])
 
 
@@ -62,9 +60,7 @@ def pack(
     image's first code is predicted.
     """
     if padding_side not in ("left", "right"):
-        raise ValueError(
-            f"padding_side must be 'left' or 'right', got {padding_side!r}"
-        )
+        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
     rows_ids, rows_codes, rows_is_code, rows_spans, pixels = [], [], [], [], []
     for sequence in sequences:
         ids_parts, code_parts, is_code_parts, spans = [], [], [], []
@@ -109,10 +105,7 @@ def pack(
         is_code[r, cols] = rows_is_code[r]
         attention_mask[r, cols] = 1
         if shift:
-            rows_spans[r] = [
-                None if span is None else (span[0] + shift, span[1] + shift)
-                for span in rows_spans[r]
-            ]
+            rows_spans[r] = [None if span is None else (span[0] + shift, span[1] + shift) for span in rows_spans[r]]
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     return Packed(
         input_ids=input_ids,
@@ -133,21 +126,13 @@ def embed(model: JanusForConditionalGeneration, packed: Packed) -> torch.Tensor:
     embeds = model.get_input_embeddings()(input_ids)
     if packed.is_code.any():
         is_code = packed.is_code.to(device)
-        code_embeds = model.prepare_embeddings_for_image_generation(
-            packed.codes.to(device)[is_code]
-        )  # (M, D)
-        embeds = embeds.masked_scatter(
-            is_code.unsqueeze(-1), code_embeds.to(embeds.dtype)
-        )
+        code_embeds = model.prepare_embeddings_for_image_generation(packed.codes.to(device)[is_code])  # (M, D)
+        embeds = embeds.masked_scatter(is_code.unsqueeze(-1), code_embeds.to(embeds.dtype))
     if packed.pixel_values is not None:
         pixel_values = packed.pixel_values.to(device, model.dtype)
-        features = model.model.get_image_features(
-            pixel_values
-        ).pooler_output  # (n, N, D)
+        features = model.model.get_image_features(pixel_values).pooler_output  # (n, N, D)
         is_feature = (input_ids == model.config.image_token_id).unsqueeze(-1)
-        embeds = embeds.masked_scatter(
-            is_feature, features.reshape(-1, embeds.shape[-1]).to(embeds.dtype)
-        )
+        embeds = embeds.masked_scatter(is_feature, features.reshape(-1, embeds.shape[-1]).to(embeds.dtype))
     return embeds
 
 
@@ -155,9 +140,7 @@ def trunk(model: JanusForConditionalGeneration, packed: Packed, past_key_values=
     """Run the language-model trunk over a packed batch; returns transformers' model output."""
     return model.model.language_model(
         inputs_embeds=embed(model, packed),
-        attention_mask=packed.attention_mask.to(model.device)
-        if packed.padded
-        else None,
+        attention_mask=packed.attention_mask.to(model.device) if packed.padded else None,
         position_ids=packed.position_ids.to(model.device),
         past_key_values=past_key_values,
         use_cache=past_key_values is not None,

@@ -3,12 +3,12 @@
 How it departs from transformers' `generate(generation_mode="image")` (which it matches token
 for token under greedy decoding):
 
-- the prompt prefix of a group (conditional and unconditional row) is prefilled once and its KV
-  cache repeated for the group's `n` samples, instead of prefilling every sample's copy;
+- the prompt prefix of a group (conditional and unconditional row) is prefilled once for the
+  group's `n` samples, instead of prefilling every sample's copy;
 - with guidance weight 1 no unconditional rows are run at all;
-- the decode step calls the trunk directly with a cache that grows in place (`kv_cache.py`:
-  no per-step copy of the cache, no attention over empty slots, no per-step input
-  preparation) and passes no attention mask when no row is padded;
+- the decode step calls the trunk directly with `kv_cache.GroupedPrefixCache`: a group's prefix
+  keys/values are stored and read once per group, each sample's own tokens grow in place (no
+  per-step copy, no attention over empty slots, no per-step mask or input preparation);
 - the log-prob of every drawn token under the sampling distribution is returned with it.
 """
 
@@ -21,7 +21,7 @@ from transformers import JanusForConditionalGeneration, PreTrainedTokenizerBase
 from transformers.generation.stopping_criteria import StopStringCriteria
 
 from coevolve.model.guidance import DEFAULT_GUIDANCE, Guidance, guide
-from coevolve.model.kv_cache import growing_cache
+from coevolve.model.kv_cache import GroupedPrefixCache, grouped_decode
 from coevolve.model.packing import Packed, embed, pack
 from coevolve.model.sampling import DEFAULT_SAMPLING, Sampling, choose, forbid
 from coevolve.model.segments import GenImage, Sequence, Text, sequence_length
@@ -33,9 +33,7 @@ class ImageSample:
     """`n` images per prompt; row r belongs to prompt r // n."""
 
     codes: torch.Tensor  # (B * n, num_image_tokens) VQ ids
-    logprobs: (
-        torch.Tensor
-    )  # (B * n, num_image_tokens) float32, under the (guided) sampling distribution
+    logprobs: torch.Tensor  # (B * n, num_image_tokens) float32, under the (guided) sampling distribution
     n: int
 
     def segments(self, scored: bool = True) -> list[GenImage]:
@@ -47,9 +45,7 @@ class TextSample:
     """`n` completions per prompt; entry r belongs to prompt r // n."""
 
     ids: list[torch.Tensor]  # each (length,), including the stop token that ended it
-    logprobs: list[
-        torch.Tensor
-    ]  # each (length,) float32, under the sampling distribution
+    logprobs: list[torch.Tensor]  # each (length,) float32, under the sampling distribution
     finish_reasons: list[str]  # "stop" (EOS, a stop id or a stop string) or "length"
     texts: list[str]
     n: int
@@ -71,8 +67,8 @@ class _Decoder:
         self.model = model
         self.trunk = model.model.language_model
         device = model.device
-        width = packed.attention_mask.shape[1]
-        self.cache = growing_cache(model.config.text_config.num_hidden_layers, capacity=width + new_tokens)
+        prefix_mask = packed.attention_mask.bool().to(device) if packed.padded else None
+        self.cache = GroupedPrefixCache(model.config.text_config.num_hidden_layers, repeats, new_tokens, prefix_mask)
         out = self.trunk(
             inputs_embeds=embed(model, packed),
             attention_mask=packed.attention_mask.to(device) if packed.padded else None,
@@ -80,40 +76,24 @@ class _Decoder:
             past_key_values=self.cache,
             use_cache=True,
         )
-        self.hidden = out.last_hidden_state[:, -1].repeat_interleave(
-            repeats, 0
-        )  # (R, D)
-        if repeats > 1:
-            self.cache.batch_repeat_interleave(repeats)
-        self.next_position = (
-            (packed.position_ids[:, -1] + 1).repeat_interleave(repeats).to(device)
-        )  # (R,)
-        self.mask = None
-        if packed.padded:
-            prefix = packed.attention_mask.repeat_interleave(repeats, 0)
-            self.mask = torch.cat(
-                [prefix, prefix.new_ones(prefix.shape[0], new_tokens)], dim=1
-            ).to(device)
-        self.width = packed.attention_mask.shape[1]
+        self.hidden = out.last_hidden_state[:, -1].repeat_interleave(repeats, 0)  # (R, D)
+        self.next_position = (packed.position_ids[:, -1] + 1).repeat_interleave(repeats).to(device)  # (R,)
 
     def step(self, embeds: torch.Tensor) -> torch.Tensor:
-        """Feed (R, 1, D) embeddings; returns the (R, D) last hidden state."""
-        self.width += 1
+        """Feed (R, 1, D) embeddings; returns the (R, D) last hidden state. Call inside `grouped_decode`."""
         out = self.trunk(
             inputs_embeds=embeds,
-            attention_mask=None if self.mask is None else self.mask[:, : self.width],
             position_ids=self.next_position.unsqueeze(1),
             past_key_values=self.cache,
             use_cache=True,
+            grouped_prefix_cache=self.cache,
         )
         self.next_position += 1
         self.hidden = out.last_hidden_state[:, -1]
         return self.hidden
 
 
-def _check_room(
-    prompts: list[Sequence], spec: JanusSpec, new_positions: int, what: str
-) -> None:
+def _check_room(prompts: list[Sequence], spec: JanusSpec, new_positions: int, what: str) -> None:
     for index, prompt in enumerate(prompts):
         length = sequence_length(prompt)
         if length + new_positions > spec.max_positions:
@@ -148,26 +128,21 @@ def sample_images(
         new_tokens=num_tokens,
     )
     head = model.model.generation_head
-    codes = torch.empty(
-        (len(prompts) * n, num_tokens), dtype=torch.int64, device=model.device
-    )
-    logprobs = torch.empty(
-        (len(prompts) * n, num_tokens), dtype=torch.float32, device=model.device
-    )
+    codes = torch.empty((len(prompts) * n, num_tokens), dtype=torch.int64, device=model.device)
+    logprobs = torch.empty((len(prompts) * n, num_tokens), dtype=torch.float32, device=model.device)
     hidden = decoder.hidden
-    for i in range(num_tokens):
-        logits = head(hidden)  # (R, V)
-        if guidance.active:
-            cond, uncond = logits.chunk(2)
-            logits = guide(cond, uncond, guidance.weight)
-        ids, token_logprobs = choose(logits, sampling, generator)
-        codes[:, i] = ids
-        logprobs[:, i] = token_logprobs
-        if i + 1 < num_tokens:
-            fed = ids.repeat(2) if guidance.active else ids
-            hidden = decoder.step(
-                model.prepare_embeddings_for_image_generation(fed).unsqueeze(1)
-            )
+    with grouped_decode(model):
+        for i in range(num_tokens):
+            logits = head(hidden)  # (R, V)
+            if guidance.active:
+                cond, uncond = logits.chunk(2)
+                logits = guide(cond, uncond, guidance.weight)
+            ids, token_logprobs = choose(logits, sampling, generator)
+            codes[:, i] = ids
+            logprobs[:, i] = token_logprobs
+            if i + 1 < num_tokens:
+                fed = ids.repeat(2) if guidance.active else ids
+                hidden = decoder.step(model.prepare_embeddings_for_image_generation(fed).unsqueeze(1))
     return ImageSample(codes=codes, logprobs=logprobs, n=n)
 
 
@@ -192,40 +167,31 @@ def sample_text(
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     _check_room(prompts, spec, max_new_tokens, f"max_new_tokens={max_new_tokens}")
     device = model.device
-    decoder = _Decoder(
-        model, pack(list(prompts), spec, "left"), repeats=n, new_tokens=max_new_tokens
-    )
+    decoder = _Decoder(model, pack(list(prompts), spec, "left"), repeats=n, new_tokens=max_new_tokens)
     num_rows = len(prompts) * n
     stops = torch.tensor(sorted({spec.eos_id, *stop_ids}), device=device)
-    stop_string_hit = (
-        StopStringCriteria(tokenizer, list(stop_strings)) if stop_strings else None
-    )
-    ids = torch.full(
-        (num_rows, max_new_tokens), spec.pad_id, dtype=torch.int64, device=device
-    )
-    logprobs = torch.zeros(
-        (num_rows, max_new_tokens), dtype=torch.float32, device=device
-    )
+    stop_string_hit = StopStringCriteria(tokenizer, list(stop_strings)) if stop_strings else None
+    ids = torch.full((num_rows, max_new_tokens), spec.pad_id, dtype=torch.int64, device=device)
+    logprobs = torch.zeros((num_rows, max_new_tokens), dtype=torch.float32, device=device)
     lengths = torch.zeros(num_rows, dtype=torch.int64, device=device)
     finished = torch.zeros(num_rows, dtype=torch.bool, device=device)
     hidden = decoder.hidden
     steps = 0
-    for i in range(max_new_tokens):
-        token_ids, token_logprobs = choose(
-            forbid(model.lm_head(hidden), spec.image_span_ids), sampling, generator
-        )
-        token_ids = token_ids.masked_fill(finished, spec.pad_id)
-        ids[:, i] = token_ids
-        logprobs[:, i] = token_logprobs.masked_fill(finished, 0.0)
-        lengths += (~finished).long()
-        stopped = torch.isin(token_ids, stops)
-        if stop_string_hit is not None:
-            stopped |= stop_string_hit(ids[:, : i + 1], None).to(device)
-        finished |= stopped
-        steps = i + 1
-        if bool(finished.all()) or steps == max_new_tokens:
-            break
-        hidden = decoder.step(model.get_input_embeddings()(token_ids).unsqueeze(1))
+    with grouped_decode(model):
+        for i in range(max_new_tokens):
+            token_ids, token_logprobs = choose(forbid(model.lm_head(hidden), spec.image_span_ids), sampling, generator)
+            token_ids = token_ids.masked_fill(finished, spec.pad_id)
+            ids[:, i] = token_ids
+            logprobs[:, i] = token_logprobs.masked_fill(finished, 0.0)
+            lengths += (~finished).long()
+            stopped = torch.isin(token_ids, stops)
+            if stop_string_hit is not None:
+                stopped |= stop_string_hit(ids[:, : i + 1], None).to(device)
+            finished |= stopped
+            steps = i + 1
+            if bool(finished.all()) or steps == max_new_tokens:
+                break
+            hidden = decoder.step(model.get_input_embeddings()(token_ids).unsqueeze(1))
     ids, logprobs, lengths = (
         ids[:, :steps].cpu(),
         logprobs[:, :steps].cpu(),
@@ -235,9 +201,7 @@ def sample_text(
     return TextSample(
         ids=kept,
         logprobs=[logprobs[r, : lengths[r]] for r in range(num_rows)],
-        finish_reasons=[
-            "stop" if bool(finished[r]) else "length" for r in range(num_rows)
-        ],
+        finish_reasons=["stop" if bool(finished[r]) else "length" for r in range(num_rows)],
         texts=tokenizer.batch_decode(kept, skip_special_tokens=True),
         n=n,
     )

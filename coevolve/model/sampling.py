@@ -63,17 +63,11 @@ def entropy(logprobs: torch.Tensor) -> torch.Tensor:
     return -torch.where(probs > 0, probs * logprobs, torch.zeros_like(probs)).sum(-1)
 
 
-def choose(
-    logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None = None
-):
+def choose(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None = None):
     """Draw one token per row. Returns ((M,) ids, (M,) their log-probs under the sampling distribution)."""
     logprobs = sampling_logprobs(logits, sampling)
     if sampling.greedy:
-        ids = torch.argmax(
-            logits, dim=-1
-        )  # on the logits themselves, as transformers does
+        ids = torch.argmax(logits, dim=-1)  # on the logits themselves, as transformers does
     else:
-        ids = torch.multinomial(
-            logprobs.exp(), num_samples=1, generator=generator
-        ).squeeze(-1)
+        ids = torch.multinomial(logprobs.exp(), num_samples=1, generator=generator).squeeze(-1)
     return ids, logprobs.gather(-1, ids.unsqueeze(-1)).squeeze(-1)

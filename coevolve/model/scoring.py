@@ -47,9 +47,7 @@ def _positions(spans) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(rows), torch.cat(cols)
 
 
-def _chunked(
-    fn, tensors: tuple[torch.Tensor, ...], chunk_size: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _chunked(fn, tensors: tuple[torch.Tensor, ...], chunk_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     if tensors[0].shape[0] == 0:
         empty = tensors[0].new_empty(0, dtype=torch.float32)
         return empty, empty
@@ -92,9 +90,7 @@ def score(
             for j, segment in enumerate(sequence):
                 if isinstance(segment, GenImage) and segment.scored:
                     uncond_of[(i, j)] = len(sequences) + len(uncond_rows)
-                    uncond_rows.append(
-                        guidance.unconditional_prefix(sequence[:j], spec) + (segment,)
-                    )
+                    uncond_rows.append(guidance.unconditional_prefix(sequence[:j], spec) + (segment,))
     packed = pack(list(sequences) + uncond_rows, spec, "right")
     hidden = trunk(model, packed).last_hidden_state  # (R, T, D)
     device = hidden.device
@@ -114,9 +110,7 @@ def score(
                     uncond_spans.append((row, j, packed.spans[row][-1]))
 
     def text_chunk(h, targets):
-        logprobs = sampling_logprobs(
-            forbid(model.lm_head(h), spec.image_span_ids), sampling
-        )
+        logprobs = sampling_logprobs(forbid(model.lm_head(h), spec.image_span_ids), sampling)
         return logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1), entropy(logprobs)
 
     def image_chunk(h_cond, targets, h_uncond=None):

@@ -77,21 +77,13 @@ class SeenImage:
     """An image for the understanding encoder: the processor's normalised pixels."""
 
     pixels: torch.Tensor  # (3, image_size, image_size) float
-    num_features: (
-        int  # = spec.num_image_tokens; fixed at construction so len() needs no spec
-    )
+    num_features: int  # = spec.num_image_tokens; fixed at construction so len() needs no spec
 
     def __post_init__(self) -> None:
-        if isinstance(self.pixels, (Text, GenImage, SeenImage)) or not torch.is_tensor(
-            self.pixels
-        ):
-            raise TypeError(
-                f"SeenImage.pixels must be a float tensor, got {type(self.pixels).__name__}"
-            )
+        if isinstance(self.pixels, (Text, GenImage, SeenImage)) or not torch.is_tensor(self.pixels):
+            raise TypeError(f"SeenImage.pixels must be a float tensor, got {type(self.pixels).__name__}")
         if not self.pixels.is_floating_point():
-            raise TypeError(
-                f"SeenImage.pixels must be floating point, got dtype {self.pixels.dtype}"
-            )
+            raise TypeError(f"SeenImage.pixels must be floating point, got dtype {self.pixels.dtype}")
 
     @property
     def scored(self) -> bool:
@@ -158,11 +150,7 @@ def validate(sequence: Sequence, spec: JanusSpec, where: str = "sequence") -> No
                     f"{name}: built for {segment.num_features} features, the checkpoint has {spec.num_image_tokens}"
                 )
         else:
-            raise TypeError(
-                f"{name}: not a segment (expected Text, GenImage or SeenImage)"
-            )
+            raise TypeError(f"{name}: not a segment (expected Text, GenImage or SeenImage)")
     length = sequence_length(sequence)
     if length > spec.max_positions:
-        raise ValueError(
-            f"{where} is {length} positions long; the model's context is {spec.max_positions}"
-        )
+        raise ValueError(f"{where} is {length} positions long; the model's context is {spec.max_positions}")

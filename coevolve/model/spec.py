@@ -18,9 +18,7 @@ class JanusSpec:
 
     text_vocab_size: int
     codebook_size: int
-    num_image_tokens: (
-        int  # per image, for both the understanding encoder and the VQ grid
-    )
+    num_image_tokens: int  # per image, for both the understanding encoder and the VQ grid
     image_size: int  # pixels per side of an understanding image
     max_positions: int  # the trunk's context length
     bos_id: int
@@ -36,9 +34,7 @@ class JanusSpec:
         return (self.boi_id, self.eoi_id, self.image_token_id)
 
     @classmethod
-    def of(
-        cls, model: JanusForConditionalGeneration, processor: JanusProcessor
-    ) -> JanusSpec:
+    def of(cls, model: JanusForConditionalGeneration, processor: JanusProcessor) -> JanusSpec:
         config = model.config
         tokenizer = processor.tokenizer
         vision = config.vision_config
@@ -50,14 +46,8 @@ class JanusSpec:
             )
         vq_grid = model.model.vqmodel.quantize.quant_state_dims
         if vq_grid[0] * vq_grid[1] != num_image_tokens:
-            raise ValueError(
-                f"VQ latent grid {vq_grid} does not hold {num_image_tokens} image tokens"
-            )
-        pad_id = (
-            tokenizer.pad_token_id
-            if tokenizer.pad_token_id is not None
-            else config.text_config.pad_token_id
-        )
+            raise ValueError(f"VQ latent grid {vq_grid} does not hold {num_image_tokens} image tokens")
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else config.text_config.pad_token_id
         if pad_id is None:
             raise ValueError(
                 "the checkpoint defines no pad token (tokenizer.pad_token_id and text_config.pad_token_id are None)"
