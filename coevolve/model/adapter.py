@@ -24,7 +24,7 @@ from PIL import Image
 from transformers import JanusForConditionalGeneration, JanusProcessor
 
 from coevolve.model.guidance import DEFAULT_GUIDANCE, CFGMode, Guidance
-from coevolve.model.images import decode_images
+from coevolve.model.images import decode_images, decode_pixels
 from coevolve.model.packing import pack, trunk
 from coevolve.model.sampler import ImageSample, TextSample, sample_images, sample_text
 from coevolve.model.sampling import DEFAULT_SAMPLING, Sampling, choose
@@ -168,8 +168,11 @@ class JanusAdapter:
         )
 
     @torch.no_grad()
-    def decode(self, images: ImageSample | torch.Tensor | list[GenImage]) -> list[Image.Image]:
-        """VQ codes -> PIL images of the checkpoint's size."""
+    def decode(
+        self, images: ImageSample | torch.Tensor | list[GenImage], as_tensor: bool = False
+    ) -> list[Image.Image] | torch.Tensor:
+        """VQ codes -> PIL images of the checkpoint's size, or with `as_tensor` a (B, 3, H, W)
+        float tensor (the VQ decoder's output, nominally in [-1, 1], unclamped)."""
         if isinstance(images, ImageSample):
             codes = images.codes
         elif isinstance(images, torch.Tensor):
@@ -179,6 +182,8 @@ class JanusAdapter:
                 if not isinstance(image, GenImage):
                     raise TypeError(f"decode: item {index} is a {type(image).__name__}, not a GenImage")
             codes = torch.stack([image.codes for image in images])
+        if as_tensor:
+            return decode_pixels(self.model, codes)
         return decode_images(self.model, self.processor, codes)
 
     # -- judging -----------------------------------------------------------------------------

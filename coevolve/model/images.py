@@ -33,19 +33,21 @@ def encode_images(
 
 
 @torch.no_grad()
-def decode_images(
-    model: JanusForConditionalGeneration,
-    processor: JanusProcessor,
-    tokens: torch.LongTensor,
-) -> list[Image.Image]:
-    """(B, num_image_tokens) VQ ids -> PIL images of the checkpoint's image size."""
+def decode_pixels(model: JanusForConditionalGeneration, tokens: torch.LongTensor) -> torch.Tensor:
+    """(B, num_image_tokens) VQ ids -> (B, 3, H, W) float pixels, nominally in [-1, 1] (not clamped)."""
     num_codes = model.config.vq_config.num_embeddings
     if tokens.min() < 0 or tokens.max() >= num_codes:
         raise ValueError(
             f"VQ ids must lie in [0, {num_codes}); got values in [{int(tokens.min())}, {int(tokens.max())}]"
         )
-    pixels = model.decode_image_tokens(tokens.to(model.device))  # (B, H, W, 3) in [-1, 1]
-    # The processor's postprocess expects channels first, as the VQ decoder emits them.
-    return processor.postprocess(list(pixels.permute(0, 3, 1, 2).float()), return_tensors="PIL.Image.Image")[
-        "pixel_values"
-    ]
+    return model.decode_image_tokens(tokens.to(model.device)).permute(0, 3, 1, 2).float()
+
+
+@torch.no_grad()
+def decode_images(
+    model: JanusForConditionalGeneration, processor: JanusProcessor, tokens: torch.LongTensor
+) -> list[Image.Image]:
+    """(B, num_image_tokens) VQ ids -> PIL images of the checkpoint's image size."""
+    # The processor's postprocess takes channels first, as the VQ decoder emits them.
+    pixels = decode_pixels(model, tokens)
+    return processor.postprocess(list(pixels), return_tensors="PIL.Image.Image")["pixel_values"]

@@ -6,9 +6,9 @@ for token under greedy decoding):
 - the prompt prefix of a group (conditional and unconditional row) is prefilled once for the
   group's `n` samples, instead of prefilling every sample's copy;
 - with guidance weight 1 no unconditional rows are run at all;
-- the decode step calls the trunk directly with `kv_cache.GroupedPrefixCache`: a group's prefix
-  keys/values are stored and read once per group, each sample's own tokens grow in place (no
-  per-step copy, no attention over empty slots, no per-step mask or input preparation);
+- the decode step calls the trunk directly with a cache that grows in place (`kv_cache.py`: no
+  per-step copy of the cache, no attention over empty slots) and a key mask built once (no
+  per-step mask or input preparation; none at all when no row is padded);
 - the log-prob of every drawn token under the sampling distribution is returned with it.
 """
 
@@ -21,7 +21,7 @@ from transformers import JanusForConditionalGeneration, PreTrainedTokenizerBase
 from transformers.generation.stopping_criteria import StopStringCriteria
 
 from coevolve.model.guidance import DEFAULT_GUIDANCE, Guidance, guide
-from coevolve.model.kv_cache import GroupedPrefixCache, grouped_decode
+from coevolve.model.kv_cache import growing_cache
 from coevolve.model.packing import Packed, embed, pack
 from coevolve.model.sampling import DEFAULT_SAMPLING, Sampling, choose, forbid
 from coevolve.model.segments import GenImage, Sequence, Text, sequence_length
@@ -67,8 +67,8 @@ class _Decoder:
         self.model = model
         self.trunk = model.model.language_model
         device = model.device
-        prefix_mask = packed.attention_mask.bool().to(device) if packed.padded else None
-        self.cache = GroupedPrefixCache(model.config.text_config.num_hidden_layers, repeats, new_tokens, prefix_mask)
+        width = packed.attention_mask.shape[1]
+        self.cache = growing_cache(model.config.text_config.num_hidden_layers, capacity=width + new_tokens)
         out = self.trunk(
             inputs_embeds=embed(model, packed),
             attention_mask=packed.attention_mask.to(device) if packed.padded else None,
@@ -77,16 +77,27 @@ class _Decoder:
             use_cache=True,
         )
         self.hidden = out.last_hidden_state[:, -1].repeat_interleave(repeats, 0)  # (R, D)
+        if repeats > 1:
+            self.cache.batch_repeat_interleave(repeats)
         self.next_position = (packed.position_ids[:, -1] + 1).repeat_interleave(repeats).to(device)  # (R,)
+        # Decode steps get a ready 4D key mask (transformers passes a 4D mask through untouched),
+        # so no step rebuilds one; unpadded batches need none.
+        self.key_mask = None
+        if packed.padded:
+            prefix = packed.attention_mask.bool().repeat_interleave(repeats, 0).to(device)
+            grown = torch.ones((prefix.shape[0], new_tokens), dtype=torch.bool, device=device)
+            self.key_mask = torch.cat([prefix, grown], dim=1)[:, None, None, :]  # (R, 1, 1, width + new)
+        self.width = width
 
     def step(self, embeds: torch.Tensor) -> torch.Tensor:
-        """Feed (R, 1, D) embeddings; returns the (R, D) last hidden state. Call inside `grouped_decode`."""
+        """Feed (R, 1, D) embeddings; returns the (R, D) last hidden state."""
+        self.width += 1
         out = self.trunk(
             inputs_embeds=embeds,
+            attention_mask=None if self.key_mask is None else self.key_mask[..., : self.width],
             position_ids=self.next_position.unsqueeze(1),
             past_key_values=self.cache,
             use_cache=True,
-            grouped_prefix_cache=self.cache,
         )
         self.next_position += 1
         self.hidden = out.last_hidden_state[:, -1]
@@ -131,18 +142,17 @@ def sample_images(
     codes = torch.empty((len(prompts) * n, num_tokens), dtype=torch.int64, device=model.device)
     logprobs = torch.empty((len(prompts) * n, num_tokens), dtype=torch.float32, device=model.device)
     hidden = decoder.hidden
-    with grouped_decode(model):
-        for i in range(num_tokens):
-            logits = head(hidden)  # (R, V)
-            if guidance.active:
-                cond, uncond = logits.chunk(2)
-                logits = guide(cond, uncond, guidance.weight)
-            ids, token_logprobs = choose(logits, sampling, generator)
-            codes[:, i] = ids
-            logprobs[:, i] = token_logprobs
-            if i + 1 < num_tokens:
-                fed = ids.repeat(2) if guidance.active else ids
-                hidden = decoder.step(model.prepare_embeddings_for_image_generation(fed).unsqueeze(1))
+    for i in range(num_tokens):
+        logits = head(hidden)  # (R, V)
+        if guidance.active:
+            cond, uncond = logits.chunk(2)
+            logits = guide(cond, uncond, guidance.weight)
+        ids, token_logprobs = choose(logits, sampling, generator)
+        codes[:, i] = ids
+        logprobs[:, i] = token_logprobs
+        if i + 1 < num_tokens:
+            fed = ids.repeat(2) if guidance.active else ids
+            hidden = decoder.step(model.prepare_embeddings_for_image_generation(fed).unsqueeze(1))
     return ImageSample(codes=codes, logprobs=logprobs, n=n)
 
 
@@ -177,21 +187,20 @@ def sample_text(
     finished = torch.zeros(num_rows, dtype=torch.bool, device=device)
     hidden = decoder.hidden
     steps = 0
-    with grouped_decode(model):
-        for i in range(max_new_tokens):
-            token_ids, token_logprobs = choose(forbid(model.lm_head(hidden), spec.image_span_ids), sampling, generator)
-            token_ids = token_ids.masked_fill(finished, spec.pad_id)
-            ids[:, i] = token_ids
-            logprobs[:, i] = token_logprobs.masked_fill(finished, 0.0)
-            lengths += (~finished).long()
-            stopped = torch.isin(token_ids, stops)
-            if stop_string_hit is not None:
-                stopped |= stop_string_hit(ids[:, : i + 1], None).to(device)
-            finished |= stopped
-            steps = i + 1
-            if bool(finished.all()) or steps == max_new_tokens:
-                break
-            hidden = decoder.step(model.get_input_embeddings()(token_ids).unsqueeze(1))
+    for i in range(max_new_tokens):
+        token_ids, token_logprobs = choose(forbid(model.lm_head(hidden), spec.image_span_ids), sampling, generator)
+        token_ids = token_ids.masked_fill(finished, spec.pad_id)
+        ids[:, i] = token_ids
+        logprobs[:, i] = token_logprobs.masked_fill(finished, 0.0)
+        lengths += (~finished).long()
+        stopped = torch.isin(token_ids, stops)
+        if stop_string_hit is not None:
+            stopped |= stop_string_hit(ids[:, : i + 1], None).to(device)
+        finished |= stopped
+        steps = i + 1
+        if bool(finished.all()) or steps == max_new_tokens:
+            break
+        hidden = decoder.step(model.get_input_embeddings()(token_ids).unsqueeze(1))
     ids, logprobs, lengths = (
         ids[:, :steps].cpu(),
         logprobs[:, :steps].cpu(),

@@ -143,3 +143,9 @@ def test_decode_gives_images_of_the_checkpoint_size(tiny_adapter):
     images = tiny_adapter.decode(sample)
     assert [im.size for im in images] == [(64, 64)] * 2
     assert [im.size for im in tiny_adapter.decode(sample.segments())] == [(64, 64)] * 2
+    pixels = tiny_adapter.decode(sample, as_tensor=True)
+    assert pixels.shape == (2, 3, 64, 64) and bool(torch.isfinite(pixels).all())
+    bad = sample.codes.clone()
+    bad[0, 3] = tiny_adapter.spec.codebook_size
+    with pytest.raises(ValueError, match="VQ ids must lie in"):
+        tiny_adapter.decode(bad)
