@@ -6,8 +6,11 @@ measured side by side in the same process. Cases:
 
 - `tiny`: the tiny checkpoint (`--model`), 8 shapes prompts of different lengths (padding);
 - `mid`: a random-weight Janus with a ~60M-parameter trunk, 256 image tokens, 8 prompts;
-- `rollout`: the mid model in a rollout's shape — 2 prompts whose prompt + plan are 80 and 120
-  tokens, 8 images each (transformers prefills every copy; we prefill each group once);
+- `rollout`: the mid trunk in a shapes-world rollout's shape — 64-token images (the world's
+  64x64 px geometry), 2 prompts whose prompt + plan are 80 and 120 tokens, 8 images each
+  (transformers prefills every copy; we prefill each group once);
+- `rollout-256`: the same with the mid model's 256-token images, where the prefix is a smaller
+  share of the work;
 - with `--device cuda` also `janus-pro-1b`: random weights with Janus-Pro-1B's trunk, generation
   head and image geometry, bf16, rollout shape, with the memory-bandwidth bound of its decode.
 
@@ -59,6 +62,8 @@ class RandomShape:
 SHAPES = {
     # ~60M-parameter Llama trunk; 128-px images of 16x16 tokens.
     "mid": RandomShape(640, 1728, 12, 10, 32000, 128, 8, 4096, 8),
+    # The same trunk with the shapes world's geometry: 64x64 px, 8x8 = 64 tokens per image.
+    "mid-64px": RandomShape(640, 1728, 12, 10, 32000, 64, 8, 4096, 8),
     # Janus-Pro-1B: DeepSeek-LLM-1.5B trunk, 384-px images of 24x24 tokens, 16384 codes.
     "janus-pro-1b": RandomShape(2048, 5632, 24, 16, 102400, 384, 16, 16384, 8),
 }
@@ -203,6 +208,15 @@ def compare(
                 times[name].append(time.perf_counter() - started)
     images = len(prompts) * n
     rate = {name: images / statistics.median(t) for name, t in times.items()}
+    # Trunk token-forwards each sampler does (both prefill padded rows): the speedup that sharing
+    # the prefix alone can buy when every token-forward costs the same.
+    branches = 2 if guidance > 1 else 1
+    width = max(len(p) for p in prompts) + 1  # + <begin_of_image>
+    decode = branches * images * (spec.num_image_tokens - 1)
+    forwards = {
+        "coevolve": branches * len(prompts) * width + decode,
+        "transformers": branches * images * width + decode,
+    }
     equal = outputs["coevolve"] == outputs["transformers"]
     return {
         "prompts": len(prompts),
@@ -212,6 +226,8 @@ def compare(
         "guidance": guidance,
         "images_per_s": {name: round(r, 3) for name, r in rate.items()},
         "speedup": round(rate["coevolve"] / rate["transformers"], 2),
+        "token_forwards": forwards,
+        "speedup_from_token_forwards_alone": round(forwards["transformers"] / forwards["coevolve"], 2),
         "greedy_identical": bool(equal.all()),
         "greedy_equal_token_fraction": round(equal.float().mean().item(), 5),
         "seconds": {name: [round(x, 3) for x in t] for name, t in times.items()},
@@ -262,7 +278,7 @@ def _plan_prompts(adapter, lengths: tuple[int, ...] = (80, 120)) -> list[torch.T
     return prompts
 
 
-CASES = ("tiny", "tiny-rollout", "mid", "rollout", "janus-pro-1b")
+CASES = ("tiny", "tiny-rollout", "mid", "rollout", "rollout-256", "janus-pro-1b")
 
 
 def sampler_report(
@@ -307,15 +323,19 @@ def sampler_report(
                 repeats,
                 device,
             )
-    if {"mid", "rollout"} & set(cases):
+    rollout_prompts = random_prompts([80, 120], SHAPES["mid"].vocab, 1)
+    if {"mid", "rollout-256"} & set(cases):
         model, spec = random_janus(SHAPES["mid"], torch.float32, device)
         report["trunk_parameters"] = {"mid": _trunk_parameters(model)}
         if "mid" in cases:
             prompts = random_prompts([12, 18, 24, 30, 16, 20, 28, 36], spec.text_vocab_size, 0)
             report["cases"]["mid"] = compare(model, spec, prompts, 1, guidance, repeats, device)
-        if "rollout" in cases:
-            prompts = random_prompts([80, 120], spec.text_vocab_size, 1)
-            report["cases"]["rollout"] = compare(model, spec, prompts, 8, guidance, repeats, device)
+        if "rollout-256" in cases:
+            report["cases"]["rollout-256"] = compare(model, spec, rollout_prompts, 8, guidance, repeats, device)
+        del model
+    if "rollout" in cases:
+        model, spec = random_janus(SHAPES["mid-64px"], torch.float32, device)
+        report["cases"]["rollout"] = compare(model, spec, rollout_prompts, 8, guidance, repeats, device)
         del model
     if "janus-pro-1b" in cases:
         if not device.startswith("cuda"):
