@@ -4,7 +4,8 @@ How it departs from transformers' `generate(generation_mode="image")` (which it 
 for token under greedy decoding):
 
 - the prompt prefix of a group (conditional and unconditional row) is prefilled once for the
-  group's `n` samples, instead of prefilling every sample's copy;
+  group's `n` samples, instead of prefilling every sample's copy, and kept once in the KV cache:
+  the decode attention reads it once per group (`kv_cache.SharedPrefixCache`);
 - with guidance weight 1 no unconditional rows are run at all;
 - the decode step calls the trunk directly with a cache that grows in place (`kv_cache.py`: no
   per-step copy of the cache, no attention over empty slots) and a key mask built once (no
@@ -14,14 +15,16 @@ for token under greedy decoding):
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Self
 
 import torch
 from transformers import JanusForConditionalGeneration, PreTrainedTokenizerBase
 from transformers.generation.stopping_criteria import StopStringCriteria
 
 from coevolve.model.guidance import DEFAULT_GUIDANCE, Guidance, guide
-from coevolve.model.kv_cache import growing_cache
+from coevolve.model.kv_cache import SharedPrefixCache, growing_cache, shared_prefix_decoding
 from coevolve.model.packing import Packed, embed, pack
 from coevolve.model.sampling import DEFAULT_SAMPLING, Sampling, choose, forbid
 from coevolve.model.segments import GenImage, Sequence, Text, sequence_length
@@ -68,7 +71,13 @@ class _Decoder:
         self.trunk = model.model.language_model
         device = model.device
         width = packed.attention_mask.shape[1]
-        self.cache = growing_cache(model.config.text_config.num_hidden_layers, capacity=width + new_tokens)
+        layers = model.config.text_config.num_hidden_layers
+        self.shared = repeats > 1
+        if self.shared:
+            padding = ~packed.attention_mask.bool().to(device) if packed.padded else None
+            self.cache = SharedPrefixCache(layers, repeats, capacity=new_tokens, prefix_padding=padding)
+        else:
+            self.cache = growing_cache(layers, capacity=width + new_tokens)
         out = self.trunk(
             inputs_embeds=embed(model, packed),
             attention_mask=packed.attention_mask.to(device) if packed.padded else None,
@@ -77,27 +86,35 @@ class _Decoder:
             use_cache=True,
         )
         self.hidden = out.last_hidden_state[:, -1].repeat_interleave(repeats, 0)  # (R, D)
-        if repeats > 1:
-            self.cache.batch_repeat_interleave(repeats)
         self.next_position = (packed.position_ids[:, -1] + 1).repeat_interleave(repeats).to(device)  # (R,)
-        # Decode steps get a ready 4D key mask (transformers passes a 4D mask through untouched),
-        # so no step rebuilds one; unpadded batches need none.
+        # Without groups, decode steps get a ready 4D key mask (transformers passes a 4D mask
+        # through untouched), so no step rebuilds one; unpadded batches need none. With groups,
+        # the prefix's padding lives in the cache and the rows' own tokens are never padded.
         self.key_mask = None
-        if packed.padded:
-            prefix = packed.attention_mask.bool().repeat_interleave(repeats, 0).to(device)
-            grown = torch.ones((prefix.shape[0], new_tokens), dtype=torch.bool, device=device)
-            self.key_mask = torch.cat([prefix, grown], dim=1)[:, None, None, :]  # (R, 1, 1, width + new)
+        if packed.padded and not self.shared:
+            grown = torch.ones((packed.attention_mask.shape[0], new_tokens), dtype=torch.bool)
+            self.key_mask = torch.cat([packed.attention_mask.bool(), grown], dim=1)[:, None, None, :].to(device)
         self.width = width
+        self._routing = shared_prefix_decoding(model) if self.shared else nullcontext()
+
+    def __enter__(self) -> Self:
+        self._routing.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._routing.__exit__(*exc)
 
     def step(self, embeds: torch.Tensor) -> torch.Tensor:
-        """Feed (R, 1, D) embeddings; returns the (R, D) last hidden state."""
+        """Feed (R, 1, D) embeddings; returns the (R, D) last hidden state. Call inside `with decoder:`."""
         self.width += 1
+        extra = {"shared_prefix_cache": self.cache} if self.shared else {}
         out = self.trunk(
             inputs_embeds=embeds,
             attention_mask=None if self.key_mask is None else self.key_mask[..., : self.width],
             position_ids=self.next_position.unsqueeze(1),
             past_key_values=self.cache,
             use_cache=True,
+            **extra,
         )
         self.next_position += 1
         self.hidden = out.last_hidden_state[:, -1]
@@ -142,17 +159,18 @@ def sample_images(
     codes = torch.empty((len(prompts) * n, num_tokens), dtype=torch.int64, device=model.device)
     logprobs = torch.empty((len(prompts) * n, num_tokens), dtype=torch.float32, device=model.device)
     hidden = decoder.hidden
-    for i in range(num_tokens):
-        logits = head(hidden)  # (R, V)
-        if guidance.active:
-            cond, uncond = logits.chunk(2)
-            logits = guide(cond, uncond, guidance.weight)
-        ids, token_logprobs = choose(logits, sampling, generator)
-        codes[:, i] = ids
-        logprobs[:, i] = token_logprobs
-        if i + 1 < num_tokens:
-            fed = ids.repeat(2) if guidance.active else ids
-            hidden = decoder.step(model.prepare_embeddings_for_image_generation(fed).unsqueeze(1))
+    with decoder:
+        for i in range(num_tokens):
+            logits = head(hidden)  # (R, V)
+            if guidance.active:
+                cond, uncond = logits.chunk(2)
+                logits = guide(cond, uncond, guidance.weight)
+            ids, token_logprobs = choose(logits, sampling, generator)
+            codes[:, i] = ids
+            logprobs[:, i] = token_logprobs
+            if i + 1 < num_tokens:
+                fed = ids.repeat(2) if guidance.active else ids
+                hidden = decoder.step(model.prepare_embeddings_for_image_generation(fed).unsqueeze(1))
     return ImageSample(codes=codes, logprobs=logprobs, n=n)
 
 
@@ -187,20 +205,21 @@ def sample_text(
     finished = torch.zeros(num_rows, dtype=torch.bool, device=device)
     hidden = decoder.hidden
     steps = 0
-    for i in range(max_new_tokens):
-        token_ids, token_logprobs = choose(forbid(model.lm_head(hidden), spec.image_span_ids), sampling, generator)
-        token_ids = token_ids.masked_fill(finished, spec.pad_id)
-        ids[:, i] = token_ids
-        logprobs[:, i] = token_logprobs.masked_fill(finished, 0.0)
-        lengths += (~finished).long()
-        stopped = torch.isin(token_ids, stops)
-        if stop_string_hit is not None:
-            stopped |= stop_string_hit(ids[:, : i + 1], None).to(device)
-        finished |= stopped
-        steps = i + 1
-        if bool(finished.all()) or steps == max_new_tokens:
-            break
-        hidden = decoder.step(model.get_input_embeddings()(token_ids).unsqueeze(1))
+    with decoder:
+        for i in range(max_new_tokens):
+            token_ids, token_logprobs = choose(forbid(model.lm_head(hidden), spec.image_span_ids), sampling, generator)
+            token_ids = token_ids.masked_fill(finished, spec.pad_id)
+            ids[:, i] = token_ids
+            logprobs[:, i] = token_logprobs.masked_fill(finished, 0.0)
+            lengths += (~finished).long()
+            stopped = torch.isin(token_ids, stops)
+            if stop_string_hit is not None:
+                stopped |= stop_string_hit(ids[:, : i + 1], None).to(device)
+            finished |= stopped
+            steps = i + 1
+            if bool(finished.all()) or steps == max_new_tokens:
+                break
+            hidden = decoder.step(model.get_input_embeddings()(token_ids).unsqueeze(1))
     ids, logprobs, lengths = (
         ids[:, :steps].cpu(),
         logprobs[:, :steps].cpu(),
