@@ -48,14 +48,10 @@ def _bench(args: argparse.Namespace) -> int:
     if args.what == "verifier":
         result = quality.verifier_accuracy_report(args.n, args.seed)
     elif args.what == "sampler":
-        from coevolve.bench.sampler import sampler_report
+        from coevolve.bench.sampler import CASES, sampler_report
 
-        result = sampler_report(
-            args.model,
-            device=args.device,
-            repeats=args.repeats,
-            cases=args.cases.split(","),
-        )
+        cases = tuple(args.cases.split(",")) if args.cases else CASES
+        result = sampler_report(args.model, device=args.device, repeats=args.repeats, cases=cases)
     else:
         if args.model is None:
             raise SystemExit(
@@ -139,8 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--cases",
-        default="tiny,tiny-rollout,mid,rollout,janus-pro-1b",
-        help="sampler: comma-separated cases (tiny cases need --model; janus-pro-1b needs cuda)",
+        default=None,
+        help="sampler: comma-separated cases, default all (tiny cases need --model; janus-pro-1b needs cuda)",
     )
     bench.add_argument("--n", type=int, default=1000)
     bench.add_argument("--seed", type=int, default=0)
