@@ -1,4 +1,4 @@
-"""A KV cache that grows in place: the decode loop's cache.
+"""The decode loop's KV caches: grown in place, and (for groups of samples) prefix kept once.
 
 transformers' `DynamicLayer` concatenates every new token onto the whole cache (a full copy of
 every layer's keys and values per step); `StaticLayer` avoids the copy but attends over all of
@@ -48,12 +48,6 @@ class GrowingLayer(DynamicLayer):
 
     def get_seq_length(self) -> int:
         return self.length
-
-    def batch_repeat_interleave(self, repeats: int) -> None:
-        if self.is_initialized:
-            self._keys = self._keys.repeat_interleave(repeats, dim=0)
-            self._values = self._values.repeat_interleave(repeats, dim=0)
-            self._views()
 
 
 def growing_cache(num_layers: int, capacity: int) -> Cache:
