@@ -1,8 +1,7 @@
 """`coevolve` command line: one sub-command per stage (DESIGN.md section 2).
 
-Stages that take a Hydra config (sft, rl, eval, …) arrive with later parts; the commands here
-are the foundation: building the tiny checkpoint, the demo/pipeline, and the benchmarks that
-print the world's figures.
+`sft` and `eval` are Hydra apps (`coevolve sft recipe=shapes engine=deepspeed`, `-m` sweeps; see
+`coevolve/cli/stages.py`); `bootstrap`, `demo`, `pipeline` and `bench` take plain options.
 """
 
 from __future__ import annotations
@@ -112,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("--seed", type=int, default=0)
     pipe.set_defaults(run=_pipeline)
 
+    for stage, text in (
+        ("sft", "SFT warm start on the task mixture (Hydra overrides: recipe=NAME, key=value, -m)"),
+        ("eval", "evaluate model.path on the shapes world (Hydra overrides)"),
+    ):
+        commands.add_parser(stage, help=text, add_help=False)
+
     bench = commands.add_parser("bench", help="print a figure as JSON")
     bench.add_argument(
         "what",
@@ -145,6 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in ("sft", "eval"):
+        # Hydra parses the rest (overrides, -m, --cfg ...) and reports its own errors.
+        from coevolve.cli.stages import run_stage
+
+        return run_stage(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)

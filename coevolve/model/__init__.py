@@ -5,7 +5,8 @@
 sampling distribution, `sampler`/`scoring` the sampling loop and the teacher-forced pass.
 """
 
-from coevolve.model.adapter import JUDGE_QUESTION, JanusAdapter, Judgement
+from coevolve.model.adapter import JanusAdapter, Judgement
+from coevolve.model.introspection import JUDGE_QUESTION
 from coevolve.model.guidance import UNCONDITIONAL_PROMPTS, CFGMode, Guidance
 from coevolve.model.sampler import ImageSample, TextSample
 from coevolve.model.sampling import GREEDY, Sampling

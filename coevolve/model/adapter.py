@@ -25,6 +25,7 @@ from transformers import JanusForConditionalGeneration, JanusProcessor
 
 from coevolve.model.guidance import DEFAULT_GUIDANCE, CFGMode, Guidance
 from coevolve.model.images import decode_images, decode_pixels
+from coevolve.model.introspection import CAPTION_QUESTION, JUDGE_ANSWERS, JUDGE_QUESTION
 from coevolve.model.packing import pack, trunk
 from coevolve.model.sampler import ImageSample, TextSample, sample_images, sample_text
 from coevolve.model.sampling import DEFAULT_SAMPLING, Sampling, choose
@@ -33,7 +34,6 @@ from coevolve.model.segments import GenImage, SeenImage, Sequence, Text, validat
 from coevolve.model.spec import JanusSpec
 from coevolve.utils.fs import atomic_output_dir
 
-JUDGE_QUESTION = 'Does this image match the prompt "{prompt}"? Answer Yes or No.'
 
 
 @dataclass
@@ -115,6 +115,22 @@ class JanusAdapter:
     def image_prompt(self, prompt: str) -> Sequence:
         """The context Janus generates an image in: a user turn with the prompt, then the assistant tag."""
         return self.chat([{"role": "user", "content": [{"type": "text", "text": prompt}]}])
+
+    def judge_context(self, image: Image.Image | SeenImage, prompt: str, question: str = JUDGE_QUESTION) -> Sequence:
+        """The self-check turn: the image through the understanding path, then `question` about `prompt`."""
+        return self._image_question(image, question.format(prompt=prompt))
+
+    def caption_context(self, image: Image.Image | SeenImage, question: str = CAPTION_QUESTION) -> Sequence:
+        """The captioning turn: the image through the understanding path, then `question`."""
+        return self._image_question(image, question)
+
+    def _image_question(self, image: Image.Image | SeenImage, question: str) -> Sequence:
+        if isinstance(image, SeenImage):
+            # Already through the image processor (e.g. cached by SFT data): the same turn with
+            # these pixels in the image's place.
+            head, placeholder, tail = self._image_question(Image.new("RGB", (self.spec.image_size,) * 2), question)
+            return head, image, tail
+        return self.chat([{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": question}]}])
 
     def _validated(self, sequences: list[Sequence], what: str) -> list[Sequence]:
         if not sequences:
@@ -204,7 +220,7 @@ class JanusAdapter:
         images: list[Image.Image],
         prompts: list[str],
         question: str = JUDGE_QUESTION,
-        answers: tuple[str, str] = ("Yes", "No"),
+        answers: tuple[str, str] = JUDGE_ANSWERS,
         reason: bool = False,
         max_reason_tokens: int = 64,
         sampling: Sampling = DEFAULT_SAMPLING,
@@ -216,24 +232,7 @@ class JanusAdapter:
         if len(images) != len(prompts):
             raise ValueError(f"judge got {len(images)} images for {len(prompts)} prompts")
         contexts = self._validated(
-            [
-                self.chat(
-                    [
-                        {
-                            "role": "user",
-                            "content": [
-                                {"type": "image", "image": image},
-                                {
-                                    "type": "text",
-                                    "text": question.format(prompt=prompt),
-                                },
-                            ],
-                        }
-                    ]
-                )
-                for image, prompt in zip(images, prompts)
-            ],
-            "judge context",
+            [self.judge_context(image, prompt, question) for image, prompt in zip(images, prompts)], "judge context"
         )
         yes_ids, no_ids = (self._answer_ids(contexts[0], answer) for answer in answers)
         if yes_ids[0] == no_ids[0]:

@@ -54,3 +54,19 @@ def atomic_output_dir(out: str | os.PathLike, overwrite: bool = False) -> Iterat
         shutil.rmtree(retired, ignore_errors=True)
     else:
         os.replace(staging, out)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write `text` to `path` through a temporary sibling and a rename: readers see the old file
+    or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.partial-", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,170 @@
+"""The typed configuration of every coevolve run: one tree, one dataclass per group.
+
+Hydra composes `conf/config.yaml` (its defaults list picks one option per group from `conf/<group>/`)
+and then the recipe (`recipe=NAME`, from `recipes/`) on top of `Config` below. Because the root is
+this dataclass, every key that is merged in — from a group file, a recipe or the command line —
+is checked against it: a misspelt key or a value of the wrong type fails at composition, before
+any work starts, with the full key named. `__post_init__` hooks reject bad combinations.
+
+Groups join as the stages that read them are built (rl, rollout, reward, cluster arrive with
+the RL issues): a key that nothing reads does not exist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from omegaconf import MISSING
+
+from coevolve.eval.shapes import ShapesEvalConfig
+
+DTYPES = ("float32", "bfloat16")
+TASKS = ("t2i", "judge", "regen", "caption", "draw_caption")
+
+
+@dataclass
+class ModelConfig:
+    # A Janus checkpoint in Hugging Face format: `coevolve bootstrap tiny` output, an SFT/RL result,
+    # or Janus-Pro-1B/7B.
+    path: str = MISSING
+    # Weights' dtype for training and sampling.
+    dtype: str = "float32"
+    # How the unconditional (CFG) context of an image is built: "pad" (Janus' own) or "bos"
+    # (coevolve/model/guidance.py). SFT's prompt dropout trains exactly this context.
+    unconditional: str = "pad"
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"model.dtype must be one of {DTYPES}, got {self.dtype!r}")
+
+
+@dataclass
+class DataConfig:
+    # "shapes": the built-in shapes world; otherwise a local path that HF `datasets` reads:
+    # a .jsonl/.json/.parquet file, a folder of them, or a `save_to_disk` folder, in the record
+    # schema of coevolve/data/records.py.
+    source: str = "shapes"
+    # shapes: how many records are drawn (each with its negative); a path: at most this many rows
+    # are read (null: all).
+    num_examples: int | None = 6000
+
+    def __post_init__(self) -> None:
+        if self.num_examples is not None and self.num_examples < 1:
+            raise ValueError(f"data.num_examples must be >= 1 or null, got {self.num_examples}")
+
+
+@dataclass
+class TaskMixture:
+    """Relative sampling weights of the SFT tasks (normalised; their sum must be positive)."""
+
+    t2i: float = 0.35  # prompt -> plan + image (plan and image tokens trained)
+    judge: float = 0.25  # image (understanding path) + prompt -> Yes/No verdict with a reason; half negatives
+    regen: float = 0.15  # prompt + plan + wrong image + its No verdict -> reflection + correct image
+    caption: float = 0.15  # image (understanding path) -> caption
+    draw_caption: float = 0.10  # caption -> image (UAE's decoder side)
+
+    def weights(self) -> dict[str, float]:
+        weights = {task: float(getattr(self, task)) for task in TASKS}
+        for task, weight in weights.items():
+            if not weight >= 0:
+                raise ValueError(f"sft.tasks.{task} must be a non-negative weight, got {weight}")
+        if not sum(weights.values()) > 0:
+            raise ValueError(f"sft.tasks must sum to a positive number, got {weights}")
+        return weights
+
+
+@dataclass
+class LossWeights:
+    """Per-segment weights of the token losses (a token's loss is multiplied by its segment's weight)."""
+
+    plan: float = 1.0
+    image: float = 1.0
+    # The first answer token of a verdict (" Yes"/" No"): P(yes) is read from it, so it is
+    # up-weighted as Janus-Pro-R1 does for its self-evaluation answer.
+    verdict_answer: float = 3.0
+    verdict: float = 1.0  # the rest of the verdict: the reason
+    reflection: float = 1.0
+    caption: float = 1.0
+
+
+@dataclass
+class LoraConfig:
+    """PEFT LoRA on the trunk; `sft.lora: null` trains every weight (the VQ tokenizer stays frozen)."""
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    # What the final checkpoint holds: "merged" (a plain Janus checkpoint) or "adapter" (the PEFT
+    # adapter in `adapter/` beside the untouched base path in `adapter/base.txt`).
+    save: str = "merged"
+
+    def __post_init__(self) -> None:
+        if self.save not in ("merged", "adapter"):
+            raise ValueError(f"sft.lora.save must be 'merged' or 'adapter', got {self.save!r}")
+
+
+@dataclass
+class SFTConfig:
+    tasks: TaskMixture = field(default_factory=TaskMixture)
+    loss_weights: LossWeights = field(default_factory=LossWeights)
+    # Probability that an image-drawing example loses its condition (the context becomes the
+    # unconditional one of model.unconditional), so the CFG branch is trained.
+    prompt_dropout: float = 0.1
+    max_steps: int = 1000
+    per_device_batch_size: int = 32
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 1e-3
+    lr_scheduler: str = "cosine"  # any transformers SchedulerType name
+    warmup_steps: int = 50
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    gradient_checkpointing: bool = False
+    save_steps: int = 250  # a resumable checkpoint every this many steps
+    save_total_limit: int | None = 2
+    # Resume from the latest checkpoint in the run's sft/ directory when there is one.
+    resume: bool = True
+    lora: LoraConfig | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.prompt_dropout < 1.0:
+            raise ValueError(f"sft.prompt_dropout must be in [0, 1), got {self.prompt_dropout}")
+        for key in ("max_steps", "per_device_batch_size", "gradient_accumulation_steps", "save_steps"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"sft.{key} must be >= 1, got {getattr(self, key)}")
+
+
+@dataclass
+class EngineConfig:
+    # "plain": torch on the HF Trainer's own loop; "deepspeed": a DeepSpeed engine (runs on CPU too).
+    name: str = "plain"
+    # DeepSpeed ZeRO stage 0-3 (deepspeed only).
+    zero_stage: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.name not in ("plain", "deepspeed"):
+            raise ValueError(f"engine.name must be 'plain' or 'deepspeed', got {self.name!r}")
+        if self.name == "plain" and self.zero_stage is not None:
+            raise ValueError("engine.zero_stage is a DeepSpeed setting; choose engine=deepspeed")
+        if self.name == "deepspeed" and self.zero_stage not in (0, 1, 2, 3):
+            raise ValueError(f"engine.zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
+
+
+@dataclass
+class LoggingConfig:
+    logging_steps: int = 10
+    tensorboard: bool = True  # event files under the stage's directory, `tensorboard --logdir RUN_DIR`
+    progress_bar: bool = True
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    # Where a run writes: stages below it (sft/, eval/), checkpoints/ and the resolved config.
+    run_dir: str = "runs/shapes"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    eval: ShapesEvalConfig = field(default_factory=ShapesEvalConfig)

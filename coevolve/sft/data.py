@@ -1,0 +1,130 @@
+"""The SFT task mixture: training example `i` is a pure function of `(seed, i)`.
+
+Which task, which record, whether a judge example shows the negative image and whether the
+prompt is dropped are drawn from a generator seeded by `(seed, i)`; so the stream does not
+depend on how it is batched or where a run resumed — the Trainer's seeded sampler and its
+batch skipping on resume give the same data order as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import datasets
+import numpy as np
+import torch
+
+from coevolve.config.schema import TASKS, DataConfig, SFTConfig
+from coevolve.data.records import Record
+from coevolve.model import JanusAdapter
+from coevolve.model.images import encode_images
+from coevolve.sft.tasks import PreparedRecord, TaskBuilder, TrainingExample
+
+REQUIRED_FIELDS = {
+    "t2i": ("prompt", "image", "plan"),
+    "judge": ("prompt", "image", "negative_image", "negative_reason"),
+    "regen": ("prompt", "image", "plan", "negative_image", "negative_reason"),
+    "caption": ("image", "caption"),
+    "draw_caption": ("image", "caption"),
+}
+IMAGE_TASKS = ("t2i", "regen", "draw_caption")
+
+
+def required_fields(weights: dict[str, float]) -> set[str]:
+    """The record fields the tasks with a positive weight read."""
+    return {name for task, weight in weights.items() if weight > 0 for name in REQUIRED_FIELDS[task]}
+
+
+def load_sft_records(data: DataConfig, seed: int, weights: dict[str, float]) -> list[Record]:
+    """The records named by `data` (the shapes world or a local dataset), checked for the fields
+    the mixture needs."""
+    from coevolve.data.records import load_records, shapes_records
+
+    required = required_fields(weights)
+    if data.source == "shapes":
+        if data.num_examples is None:
+            raise ValueError("data.num_examples must be set for the shapes world (it draws that many records)")
+        return shapes_records(data.num_examples, seed)
+    return load_records(data.source, required=required, limit=data.num_examples)
+
+
+@torch.no_grad()
+def prepare_records(adapter: JanusAdapter, records: list[Record], batch_size: int = 256) -> list[PreparedRecord]:
+    """Tokenise every record's images with the checkpoint's VQ tokenizer, once, in batches."""
+
+    def codes_of(images: list) -> list[torch.Tensor]:
+        out = []
+        for start in range(0, len(images), batch_size):
+            out.extend(encode_images(adapter.model, adapter.processor, images[start : start + batch_size]).cpu())
+        return out
+
+    image_codes = codes_of([r.image for r in records])
+    negatives = [r for r in records if r.negative_image is not None]
+    negative_codes = iter(codes_of([r.negative_image for r in negatives]))
+    return [
+        PreparedRecord(
+            where=r.where,
+            prompt=r.prompt,
+            image=r.image,
+            image_codes=codes,
+            plan=r.plan,
+            caption=r.caption,
+            negative_image=r.negative_image,
+            negative_codes=next(negative_codes) if r.negative_image is not None else None,
+            negative_reason=r.negative_reason,
+        )
+        for r, codes in zip(records, image_codes)
+    ]
+
+
+class TaskMixture:
+    """The mixture's draws and how a drawn row becomes a training example.
+
+    `rows(length)` is the run's data as a `datasets.Dataset` (what TRL's trainer takes): one row
+    per training example — index, task, record, negative, dropped — and `collate` turns a batch
+    of rows into sequences, reading images and building segments only for the batches trained.
+    """
+
+    def __init__(self, records: list[PreparedRecord], builder: TaskBuilder, sft: SFTConfig, seed: int):
+        if not records:
+            raise ValueError("the SFT data source gave no records")
+        weights = sft.tasks.weights()
+        self.records = records
+        self.builder = builder
+        self.tasks = [task for task in TASKS if weights[task] > 0]
+        total = sum(weights[task] for task in self.tasks)
+        self.probabilities = np.array([weights[task] / total for task in self.tasks])
+        self.prompt_dropout = sft.prompt_dropout
+        self.seed = seed
+
+    def draw(self, index: int) -> dict:
+        """Row `index`: which task, on which record, with the negative image, with the prompt dropped."""
+        rng = np.random.default_rng([self.seed, index])
+        task = self.tasks[int(rng.choice(len(self.tasks), p=self.probabilities))]
+        record = int(rng.integers(len(self.records)))
+        negative = bool(rng.random() < 0.5)
+        dropped = bool(rng.random() < self.prompt_dropout) and task in IMAGE_TASKS
+        return {"index": index, "task": task, "record": record, "negative": negative, "dropped": dropped}
+
+    def rows(self, length: int) -> datasets.Dataset:
+        draws = [self.draw(index) for index in range(length)]
+        return datasets.Dataset.from_dict({key: [d[key] for d in draws] for key in draws[0]})
+
+    def example(self, row: dict) -> TrainingExample:
+        record = self.records[row["record"]]
+        task = row["task"]
+        if task == "judge":
+            return self.builder.judge(record, row["negative"])
+        if task == "caption":
+            return self.builder.caption(record)
+        return getattr(self.builder, task)(record, row["dropped"])
+
+    def collate(self, rows: Iterable[dict]) -> dict:
+        rows = list(rows)
+        examples = [self.example(row) for row in rows]
+        return {
+            "sequences": [e.sequence for e in examples],
+            "weights": [e.weights for e in examples],
+            "tasks": [e.task for e in examples],
+            "indices": [row["index"] for row in rows],
+        }

@@ -1,0 +1,155 @@
+"""`coevolve sft`: the SFT warm start — setup → train → save → cleanup.
+
+Writes under the run directory:
+- `sft/config.yaml`: the resolved config of this run;
+- `sft/checkpoint-N/`: resumable Trainer checkpoints (model in HF format + optimizer, scheduler,
+  RNG and data position); `sft/runs/`: TensorBoard events;
+- `checkpoints/sft/`: the final model in Hugging Face format (merged, or a PEFT adapter over the
+  untouched base), loadable by plain transformers; it appears only once complete.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from transformers.trainer_utils import get_last_checkpoint
+from trl import SFTConfig as TRLSFTConfig
+
+from coevolve.config.schema import Config
+from coevolve.model import JanusAdapter
+from coevolve.sft.data import TaskMixture, load_sft_records, prepare_records
+from coevolve.sft.tasks import TaskBuilder
+from coevolve.sft.trainer import JanusSFTTrainer, janus_of
+from coevolve.utils.fs import atomic_output_dir
+
+FINAL = Path("checkpoints") / "sft"
+
+
+def deepspeed_config(zero_stage: int) -> dict:
+    """A DeepSpeed config the HF Trainer completes ("auto") from its own arguments."""
+    return {
+        "zero_optimization": {"stage": zero_stage},
+        "train_micro_batch_size_per_gpu": "auto",
+        "gradient_accumulation_steps": "auto",
+        "gradient_clipping": "auto",
+        "zero_allow_untested_optimizer": True,
+        "bf16": {"enabled": "auto"},
+    }
+
+
+def training_arguments(config: Config, output_dir: Path) -> TRLSFTConfig:
+    sft, logging = config.sft, config.logging
+    return TRLSFTConfig(
+        output_dir=str(output_dir),
+        max_steps=sft.max_steps,
+        per_device_train_batch_size=sft.per_device_batch_size,
+        gradient_accumulation_steps=sft.gradient_accumulation_steps,
+        learning_rate=sft.learning_rate,
+        lr_scheduler_type=sft.lr_scheduler,
+        warmup_steps=sft.warmup_steps,
+        weight_decay=sft.weight_decay,
+        max_grad_norm=sft.max_grad_norm,
+        gradient_checkpointing=sft.gradient_checkpointing,
+        save_strategy="steps",
+        save_steps=sft.save_steps,
+        save_total_limit=sft.save_total_limit,
+        logging_steps=logging.logging_steps,
+        report_to=["tensorboard"] if logging.tensorboard else "none",
+        disable_tqdm=not logging.progress_bar,
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=config.model.dtype == "bfloat16",
+        use_cpu=not torch.cuda.is_available(),
+        deepspeed=deepspeed_config(config.engine.zero_stage) if config.engine.name == "deepspeed" else None,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        dataset_kwargs={"skip_prepare_dataset": True},
+        max_length=None,
+    )
+
+
+def _setup_model(config: Config) -> JanusAdapter:
+    dtype = torch.bfloat16 if config.model.dtype == "bfloat16" else torch.float32
+    adapter = JanusAdapter.from_pretrained(config.model.path, dtype=dtype)
+    # The VQ tokenizer defines the image vocabulary: training it would move every code.
+    adapter.model.model.vqmodel.requires_grad_(False)
+    adapter.model.train()
+    return adapter
+
+
+def _peft_config(config: Config):
+    if config.sft.lora is None:
+        return None
+    from peft import LoraConfig
+
+    lora = config.sft.lora
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        # Only the language model's projections: the VQ tokenizer and the vision encoder keep theirs.
+        exclude_modules=r".*(vqmodel|vision_model).*",
+    )
+
+
+def _save_final(trainer: JanusSFTTrainer, adapter: JanusAdapter, config: Config, path: Path) -> None:
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    with atomic_output_dir(path, overwrite=True) as staging:
+        if config.sft.lora is not None and config.sft.lora.save == "merged":
+            merged = model.merge_and_unload()
+            merged.save_pretrained(staging)
+        elif config.sft.lora is not None:
+            # A PEFT adapter; transformers loads it (base + adapter) from `adapter_config.json`,
+            # whose base_model_name_or_path is the absolute base checkpoint path.
+            model.peft_config["default"].base_model_name_or_path = str(Path(config.model.path).absolute())
+            model.save_pretrained(staging)
+        else:
+            trainer.save_model(str(staging))
+        adapter.processor.save_pretrained(staging)
+        if config.sft.lora is None or config.sft.lora.save == "merged":
+            janus_of(model).generation_config.save_pretrained(staging)
+
+
+def run_sft(config: Config, run_dir: Path) -> dict:
+    """Train from `config.model.path` on the task mixture; returns a summary (also `sft/summary.json`)."""
+    started = time.time()
+    output_dir = run_dir / "sft"
+    output_dir.mkdir(parents=True, exist_ok=True)
+    adapter = _setup_model(config)
+    weights = config.sft.tasks.weights()
+    records = load_sft_records(config.data, config.seed, weights)
+    prepared = prepare_records(adapter, records)
+    builder = TaskBuilder(adapter, config.sft.loss_weights, config.model.unconditional)
+    sft = config.sft
+    length = sft.max_steps * sft.per_device_batch_size * sft.gradient_accumulation_steps
+    mixture = TaskMixture(prepared, builder, sft, seed=config.seed)
+    data_seconds = time.time() - started
+
+    trainer = JanusSFTTrainer(
+        model=adapter.model,
+        args=training_arguments(config, output_dir),
+        train_dataset=mixture.rows(length),
+        data_collator=mixture.collate,
+        processing_class=adapter.processor,
+        peft_config=_peft_config(config),
+        spec=adapter.spec,
+    )
+    last = get_last_checkpoint(str(output_dir)) if sft.resume else None
+    result = trainer.train(resume_from_checkpoint=last)
+    final = run_dir / FINAL
+    _save_final(trainer, adapter, config, final)
+    summary = {
+        "checkpoint": str(final),
+        "resumed_from": last,
+        "global_step": trainer.state.global_step,
+        "train_loss": result.training_loss,
+        "records": len(records),
+        "data_seconds": round(data_seconds, 1),
+        "seconds": round(time.time() - started, 1),
+    }
+    (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary

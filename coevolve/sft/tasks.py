@@ -1,0 +1,132 @@
+"""The SFT tasks: one record -> one training sequence of segments, with a loss weight per token.
+
+The tasks follow Janus-Pro-R1's SFT mixture, plus UAE's two directions; the text around images
+is the introspective format of `coevolve/model/introspection.py`:
+
+- `t2i`: `<|User|>: prompt` → `<|Assistant|>: plan` + image — plan and image tokens trained;
+- `judge`: `<|User|>: <image> question(prompt)` → verdict + EOS — "Yes, …" for the matching
+  image, "No, … because {reason}." for the negative (the caller balances the two);
+- `regen`: prompt → plan, the wrong image, its No verdict (context) → reflection + correct
+  image (trained);
+- `caption`: `<|User|>: <image> Describe this image.` → caption + EOS;
+- `draw_caption`: `<|User|>: caption` → image (UAE's decoder side).
+
+With prompt dropout an image-drawing example keeps only its image, after the unconditional
+context of its conditional context (`Guidance.unconditional_prefix`): the branch CFG subtracts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from coevolve.config.schema import LossWeights
+from coevolve.model import JanusAdapter
+from coevolve.model.guidance import Guidance
+from coevolve.model.introspection import reflection_text, verdict_text
+from coevolve.model.segments import GenImage, SeenImage, Sequence, Text
+
+
+@dataclass(frozen=True)
+class PreparedRecord:
+    """A record with its images through the model's two image paths, ready for any task.
+
+    `image_codes` / `negative_codes`: (num_image_tokens,) VQ ids; `image` / `negative_image`: the
+    PIL images (the understanding path's pixels are made per use, they are large)."""
+
+    where: str
+    prompt: str
+    image: object
+    image_codes: torch.Tensor
+    plan: str | None
+    caption: str | None
+    negative_image: object | None
+    negative_codes: torch.Tensor | None
+    negative_reason: str | None
+
+
+@dataclass(frozen=True)
+class TrainingExample:
+    """`weights[j]`: (len,) loss weight of each token of segment j when it is scored, else None."""
+
+    task: str
+    sequence: Sequence
+    weights: tuple[torch.Tensor | None, ...]
+
+
+class TaskBuilder:
+    """Builds the training sequence of a task from a prepared record."""
+
+    def __init__(self, adapter: JanusAdapter, loss_weights: LossWeights, unconditional: str):
+        self.adapter = adapter
+        self.loss_weights = loss_weights
+        # Only the unconditional context is used here; the weight is the sampler's business.
+        self.guidance = Guidance(weight=1.0, unconditional=unconditional)
+        self.eos = adapter.spec.eos_id
+
+    def _reply(self, text: str, weight: float, first_weight: float | None = None) -> tuple[Text, torch.Tensor]:
+        ids = self.adapter.tokenizer(text, add_special_tokens=False)["input_ids"] + [self.eos]
+        weights = torch.full((len(ids),), weight)
+        if first_weight is not None:
+            weights[0] = first_weight
+        return Text(torch.tensor(ids), scored=True), weights
+
+    def _said(self, text: str, scored: bool = False) -> Text:
+        return Text(torch.tensor(self.adapter.tokenizer(text, add_special_tokens=False)["input_ids"]), scored=scored)
+
+    def _image(self, task: str, context: Sequence, codes: torch.Tensor, drop: bool) -> TrainingExample:
+        """Context (all unscored) + a trained image; with `drop`, the unconditional context instead."""
+        if drop:
+            context = self.guidance.unconditional_prefix(context, self.adapter.spec)
+        weight = torch.full((codes.numel(),), self.loss_weights.image)
+        return TrainingExample(task, (*context, GenImage(codes)), (None,) * len(context) + (weight,))
+
+    def t2i(self, record: PreparedRecord, drop: bool) -> TrainingExample:
+        prompt = self.adapter.image_prompt(record.prompt)
+        plan = self._said(" " + record.plan, scored=not drop)
+        if drop:
+            return self._image("t2i", (*prompt, Text(plan.ids)), record.image_codes, drop=True)
+        image_weight = torch.full((record.image_codes.numel(),), self.loss_weights.image)
+        plan_weight = torch.full((len(plan),), self.loss_weights.plan)
+        sequence = (*prompt, plan, GenImage(record.image_codes))
+        return TrainingExample("t2i", sequence, (None,) * len(prompt) + (plan_weight, image_weight))
+
+    def draw_caption(self, record: PreparedRecord, drop: bool) -> TrainingExample:
+        return self._image("draw_caption", self.adapter.image_prompt(record.caption), record.image_codes, drop)
+
+    def judge(self, record: PreparedRecord, negative: bool) -> TrainingExample:
+        image = record.negative_image if negative else record.image
+        context = self.adapter.judge_context(self._seen(image), record.prompt)
+        reply, weights = self._reply(
+            verdict_text(not negative, record.negative_reason if negative else None),
+            self.loss_weights.verdict,
+            first_weight=self.loss_weights.verdict_answer,
+        )
+        return TrainingExample("judge", (*context, reply), (None,) * len(context) + (weights,))
+
+    def regen(self, record: PreparedRecord, drop: bool) -> TrainingExample:
+        context = (
+            *self.adapter.image_prompt(record.prompt),
+            self._said(" " + record.plan),
+            GenImage(record.negative_codes, scored=False),
+            self._said(verdict_text(False, record.negative_reason)),
+        )
+        reflection = self._said(reflection_text(record.negative_reason), scored=not drop)
+        if drop:
+            return self._image("regen", (*context, Text(reflection.ids)), record.image_codes, drop=True)
+        weights = (
+            torch.full((len(reflection),), self.loss_weights.reflection),
+            torch.full((record.image_codes.numel(),), self.loss_weights.image),
+        )
+        return TrainingExample(
+            "regen", (*context, reflection, GenImage(record.image_codes)), (None,) * len(context) + weights
+        )
+
+    def caption(self, record: PreparedRecord) -> TrainingExample:
+        context = self.adapter.caption_context(self._seen(record.image))
+        reply, weights = self._reply(" " + record.caption, self.loss_weights.caption)
+        return TrainingExample("caption", (*context, reply), (None,) * len(context) + (weights,))
+
+    def _seen(self, image) -> SeenImage:
+        return self.adapter.seen_images([image])[0]
