@@ -1,0 +1,300 @@
+"""`evaluate_shapes`: how well a checkpoint draws, judges and captions the shapes world.
+
+The shapes verifier is the independent judge (DESIGN.md section 4). Four measurements, all
+drawn from one `torch.Generator` seeded with `config.seed`, so the same checkpoint and config
+give the same figures:
+
+- introspective trajectories (`introspective.py`) on a fixed prompt set, `num_prompts_per_category`
+  per GenEval category: first- and final-image accuracy, format rate, and the accuracy of the
+  model's own verdicts (sampled text and P(yes) > 0.5) on its own first images;
+- the self-check on held-out ground-truth renders, half of which violate their prompt;
+- captions of ground-truth renders, parsed back (`parse_caption`) and verified on the render.
+
+Example sets: prompts are `sample_example(derive_seed(seed, i), tag)`; held-out renders
+`balanced_examples(n, seed + 1)`; caption renders the positives of `derive_seed(seed + 2, i)`.
+Every accuracy is `{"n", "correct", "accuracy", "per_category": {tag: {"n", "correct",
+"accuracy"}}}` with accuracy None for an empty group.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from coevolve.data.shapes import IMAGE_SIZE, TAGS, balanced_examples, derive_seed, sample_example, verify
+from coevolve.data.shapes.describe import parse_caption
+from coevolve.eval.introspective import Trajectory, sample_trajectories
+from coevolve.model.adapter import JanusAdapter
+from coevolve.model.guidance import Guidance
+from coevolve.model.introspection import parse_verdict
+from coevolve.model.sampling import Sampling
+from coevolve.utils.fs import atomic_output_dir, check_output_dir
+
+GRID_COLUMNS = len(TAGS)  # prompts are interleaved by category, so a grid column is one category
+GRID_ROWS = 4
+
+# The least value of each integer field of `ShapesEvalConfig`.
+_INT_MINIMUM = {
+    "num_prompts_per_category": 1,
+    "seed": 0,
+    "top_k": 0,
+    "max_plan_tokens": 1,
+    "max_verdict_tokens": 1,
+    "max_reflection_tokens": 1,
+    "max_caption_tokens": 1,
+    "num_heldout_renders": 0,
+    "num_caption_images": 0,
+    "batch_size": 1,
+}
+
+
+@dataclass  # not frozen: Hydra merges command-line values into it
+class ShapesEvalConfig:
+    # Prompts per GenEval category for the introspective trajectories (6 categories in all).
+    num_prompts_per_category: int = 20
+    # Seeds every example set (prompts, held-out renders, caption renders) and the sampling
+    # generator; items are drawn with derive_seed(seed, i), unlike training's seeds.
+    seed: int = 1234
+    # CFG weight for both images of a trajectory (1 = no guidance).
+    guidance_weight: float = 3.0
+    # Sampling of every text and image token: temperature (0 = greedy), top-k (0 = off), top-p (1 = off).
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    # Token budgets: a piece that hits its budget ends there (and is then usually out of format).
+    max_plan_tokens: int = 48
+    max_verdict_tokens: int = 48
+    max_reflection_tokens: int = 64
+    max_caption_tokens: int = 32
+    # Ground-truth renders for the held-out self-check, alternating satisfying / violating over
+    # the categories (0 = skip).
+    num_heldout_renders: int = 120
+    # Ground-truth renders (all satisfying) to caption (0 = skip).
+    num_caption_images: int = 60
+    # Prompts or images per model call; changes memory and speed, and which rows share a random stream.
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        for name, least in _INT_MINIMUM.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"ShapesEvalConfig.{name} must be an int >= {least}, got {value!r}")
+        if not self.guidance_weight >= 1:
+            raise ValueError(f"ShapesEvalConfig.guidance_weight must be >= 1 (1 = none), got {self.guidance_weight}")
+        if not self.temperature >= 0:
+            raise ValueError(f"ShapesEvalConfig.temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"ShapesEvalConfig.top_p must be in (0, 1], got {self.top_p}")
+
+    @property
+    def sampling(self) -> Sampling:
+        return Sampling(self.temperature, self.top_k, self.top_p)
+
+
+def evaluate_shapes(
+    adapter: JanusAdapter,
+    config: ShapesEvalConfig,
+    unconditional: str = "pad",
+    out_dir: str | Path | None = None,
+    overwrite: bool = False,
+) -> dict:
+    """Run the evaluation; return the figures (a JSON-serialisable dict, see the module docstring).
+
+    `unconditional` names how the CFG unconditional prompt is built (`Guidance.unconditional`).
+    With `out_dir`, writes `eval.json` (the figures), `trajectories.jsonl` (one row per
+    trajectory) and `grid.png` (first images, one column per category); the directory appears
+    only once complete, and a non-empty one is refused unless `overwrite` (checked up front).
+    """
+    guidance = Guidance(config.guidance_weight, unconditional)
+    if out_dir is not None:
+        check_output_dir(Path(out_dir).absolute(), overwrite)
+    generator = torch.Generator(device=adapter.model.device).manual_seed(config.seed)
+    start = time.perf_counter()
+    examples = [
+        sample_example(derive_seed(config.seed, i), tag) for i in range(config.num_prompts_per_category) for tag in TAGS
+    ]
+    trajectories: list[Trajectory] = []
+    for batch in _batches(examples, config.batch_size):
+        trajectories += sample_trajectories(
+            adapter,
+            [example.prompt for example in batch],
+            guidance,
+            config.sampling,
+            config.max_plan_tokens,
+            config.max_verdict_tokens,
+            config.max_reflection_tokens,
+            generator,
+        )
+    rows = [_trajectory_row(example, trajectory) for example, trajectory in zip(examples, trajectories)]
+    figures = {
+        **_trajectory_figures(rows),
+        "verdict_accuracy_heldout": _heldout_verdicts(adapter, config, generator),
+        "caption_accuracy": _captions(adapter, config, generator),
+        "config": dataclasses.asdict(config),
+        "unconditional": unconditional,
+        "counts": {
+            "trajectories": len(rows),
+            "regenerated": sum(row["regenerated"] for row in rows),
+            "heldout_renders": config.num_heldout_renders,
+            "caption_images": config.num_caption_images,
+        },
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    if out_dir is not None:
+        with atomic_output_dir(out_dir, overwrite=overwrite) as staging:
+            (staging / "eval.json").write_text(json.dumps(figures, indent=2) + "\n")
+            (staging / "trajectories.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+            _grid([trajectory.image for trajectory in trajectories]).save(staging / "grid.png")
+    return figures
+
+
+def _batches(items: list, size: int) -> Iterable[list]:
+    return (items[start : start + size] for start in range(0, len(items), size))
+
+
+def _verifiable(image: Image.Image) -> Image.Image:
+    # The verifier reads the shapes world's 64px images; a checkpoint drawing at another size
+    # is judged on its image scaled to that.
+    return image if image.size == (IMAGE_SIZE, IMAGE_SIZE) else image.resize((IMAGE_SIZE,) * 2, Image.Resampling.BOX)
+
+
+def _trajectory_row(example, trajectory: Trajectory) -> dict:
+    first = verify(_verifiable(trajectory.image), example.metadata)
+    second = None if trajectory.regen_image is None else verify(_verifiable(trajectory.regen_image), example.metadata)
+    parsed = trajectory.parsed_verdict
+    return {
+        "prompt": example.prompt,
+        "tag": example.tag,
+        "seed": example.seed,
+        "plan": trajectory.plan,
+        "plan_in_format": trajectory.plan_in_format,
+        "verdict": trajectory.verdict,
+        "verdict_in_format": parsed is not None,
+        "verdict_says_yes": None if parsed is None else parsed.matches,
+        "p_yes": trajectory.p_yes,
+        "reflection": trajectory.reflection,
+        "reflection_in_format": trajectory.reflection_in_format,
+        "regenerated": trajectory.regen_image is not None,
+        "in_format": trajectory.in_format,
+        "image_correct": first.correct,
+        "image_reasons": first.reasons,
+        "regen_image_correct": None if second is None else second.correct,
+        "regen_image_reasons": None if second is None else second.reasons,
+    }
+
+
+def _accuracy(correct: list[bool], tags: list[str]) -> dict:
+    """`{"n", "correct", "accuracy", "per_category"}` of parallel per-item flags and categories."""
+
+    def summary(flags: list[bool]) -> dict:
+        return {"n": len(flags), "correct": sum(flags), "accuracy": sum(flags) / len(flags) if flags else None}
+
+    return {
+        **summary(correct),
+        "per_category": {tag: summary([c for c, t in zip(correct, tags) if t == tag]) for tag in TAGS},
+    }
+
+
+def _rate(flags: list[bool]) -> float | None:
+    return sum(flags) / len(flags) if flags else None
+
+
+def _trajectory_figures(rows: list[dict]) -> dict:
+    tags = [row["tag"] for row in rows]
+    truth = [row["image_correct"] for row in rows]
+    final = [row["image_correct"] if row["regen_image_correct"] is None else row["regen_image_correct"] for row in rows]
+    rejected = [row for row in rows if row["verdict_says_yes"] is False]
+    return {
+        "image_accuracy": _accuracy(truth, tags),
+        "final_image_accuracy": _accuracy(final, tags),
+        "format_rate": {
+            "rate": _rate([row["in_format"] for row in rows]),
+            "n": len(rows),
+            "plan": _rate([row["plan_in_format"] for row in rows]),
+            "verdict": _rate([row["verdict_in_format"] for row in rows]),
+            "reflection": _rate([row["reflection_in_format"] for row in rejected]),  # among parsed Nos
+            "num_no": len(rejected),
+        },
+        "verdict_accuracy_own": {
+            # An unparsable verdict agrees with nothing: it counts as wrong.
+            "text": _accuracy([row["verdict_says_yes"] == ok for row, ok in zip(rows, truth)], tags),
+            "p_yes": _accuracy([(row["p_yes"] > 0.5) == ok for row, ok in zip(rows, truth)], tags),
+            "verifier_positive": sum(truth),
+            "verifier_negative": len(truth) - sum(truth),
+        },
+    }
+
+
+def _sample_replies(
+    adapter: JanusAdapter,
+    contexts: list,
+    max_new_tokens: int,
+    config: ShapesEvalConfig,
+    generator: torch.Generator,
+) -> list[str]:
+    """One reply (ended by EOS or the budget) per context, batched."""
+    texts: list[str] = []
+    for batch in _batches(contexts, config.batch_size):
+        texts += adapter.sample_text(
+            batch,
+            max_new_tokens=max_new_tokens,
+            sampling=config.sampling,
+            stop_ids=(adapter.spec.eos_id,),
+            generator=generator,
+        ).texts
+    return texts
+
+
+def _heldout_verdicts(adapter: JanusAdapter, config: ShapesEvalConfig, generator: torch.Generator) -> dict:
+    examples = balanced_examples(config.num_heldout_renders, config.seed + 1)
+    images = [example.render() for example in examples]
+    prompts = [example.prompt for example in examples]
+    p_yes: list[float] = []
+    for start in range(0, len(examples), config.batch_size):
+        end = start + config.batch_size
+        p_yes += adapter.judge(images[start:end], prompts[start:end]).p_yes.tolist()
+    contexts = [adapter.judge_context(image, prompt) for image, prompt in zip(images, prompts)]
+    verdicts = [
+        parse_verdict(text) for text in _sample_replies(adapter, contexts, config.max_verdict_tokens, config, generator)
+    ]
+    truth = [example.satisfies for example in examples]
+    tags = [example.tag for example in examples]
+    return {
+        "p_yes": _accuracy([(p > 0.5) == ok for p, ok in zip(p_yes, truth)], tags),
+        "text": _accuracy([v is not None and v.matches == ok for v, ok in zip(verdicts, truth)], tags),
+        "positives": sum(truth),
+        "negatives": len(truth) - sum(truth),
+    }
+
+
+def _captions(adapter: JanusAdapter, config: ShapesEvalConfig, generator: torch.Generator) -> dict:
+    examples = [
+        sample_example(derive_seed(config.seed + 2, i), TAGS[i % len(TAGS)]) for i in range(config.num_caption_images)
+    ]
+    images = [example.render() for example in examples]
+    texts = _sample_replies(
+        adapter, [adapter.caption_context(image) for image in images], config.max_caption_tokens, config, generator
+    )
+    parsed = [parse_caption(text) for text in texts]
+    correct = [metadata is not None and verify(image, metadata).correct for metadata, image in zip(parsed, images)]
+    return {
+        **_accuracy(correct, [example.tag for example in examples]),
+        "parsed": _rate([metadata is not None for metadata in parsed]),
+    }
+
+
+def _grid(images: list[Image.Image], columns: int = GRID_COLUMNS, rows: int = GRID_ROWS) -> Image.Image:
+    """The first `columns * rows` images tiled row by row on a white sheet."""
+    images = images[: columns * rows]
+    width, height = images[0].size
+    sheet = Image.new("RGB", (columns * width, -(-len(images) // columns) * height), "white")
+    for index, image in enumerate(images):
+        sheet.paste(image.convert("RGB"), ((index % columns) * width, (index // columns) * height))
+    return sheet

@@ -1,0 +1,217 @@
+"""`evaluate_shapes` on the untrained tiny checkpoint, and the trajectory pieces it is built from.
+
+An untrained model almost never writes parsable text, so the No → reflection → second image
+branch is tested on hand-built trajectories (`regenerate`, `continuation_context`, the figures).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from coevolve.data.shapes import TAGS, render, sample_example
+from coevolve.eval import ShapesEvalConfig, Trajectory, continuation_context, evaluate_shapes, regenerate
+from coevolve.eval.shapes import _trajectory_figures, _trajectory_row
+from coevolve.model.guidance import Guidance
+from coevolve.model.introspection import YES_VERDICT, reflection_text, verdict_text
+from coevolve.model.sampling import Sampling
+from coevolve.model.segments import GenImage, Text, validate
+from coevolve.utils.fs import OutputExistsError
+
+TINY = ShapesEvalConfig(
+    num_prompts_per_category=1,
+    num_heldout_renders=6,
+    num_caption_images=3,
+    max_plan_tokens=6,
+    max_verdict_tokens=6,
+    max_reflection_tokens=6,
+    max_caption_tokens=6,
+    batch_size=4,  # smaller than the 6 prompts: the batching seams are exercised
+)
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_adapter, tmp_path_factory):
+    """Two runs with the same config, each written to its own directory."""
+    out = tmp_path_factory.mktemp("eval")
+    figures = [evaluate_shapes(tiny_adapter, TINY, out_dir=out / name) for name in ("a", "b")]
+    return figures, [out / "a", out / "b"]
+
+
+def _without_seconds(figures: dict) -> dict:
+    return {key: value for key, value in figures.items() if key != "seconds"}
+
+
+def _accuracies(tree, path=""):
+    """Yield (path, accuracy dict) for every {"n", "correct", "accuracy"} in the figures."""
+    if isinstance(tree, dict):
+        if {"n", "correct", "accuracy"} <= tree.keys():
+            yield path, tree
+        for key, value in tree.items():
+            yield from _accuracies(value, f"{path}.{key}")
+
+
+@pytest.mark.slow
+def test_figures_structure_ranges_and_counts(runs):
+    figures = runs[0][0]
+    assert set(figures) == {
+        "image_accuracy", "final_image_accuracy", "format_rate", "verdict_accuracy_own",
+        "verdict_accuracy_heldout", "caption_accuracy", "config", "unconditional", "counts", "seconds",
+    }  # fmt: skip
+    assert figures["config"] == dataclasses.asdict(TINY) and figures["unconditional"] == "pad"
+    found = dict(_accuracies(figures))
+    assert len(found) == 7 * (1 + len(TAGS))  # 7 accuracies, each overall and per category
+    for path, summary in found.items():
+        assert 0 <= summary["correct"] <= summary["n"], path
+        assert summary["accuracy"] is None if summary["n"] == 0 else 0 <= summary["accuracy"] <= 1, path
+    for name in ("image_accuracy", "final_image_accuracy"):
+        assert figures[name]["n"] == 6 and all(s["n"] == 1 for s in figures[name]["per_category"].values())
+    own = figures["verdict_accuracy_own"]
+    assert own["text"]["n"] == own["p_yes"]["n"] == own["verifier_positive"] + own["verifier_negative"] == 6
+    heldout = figures["verdict_accuracy_heldout"]
+    assert heldout["p_yes"]["n"] == heldout["text"]["n"] == 6 and heldout["positives"] == heldout["negatives"] == 3
+    assert figures["caption_accuracy"]["n"] == 3 and 0 <= figures["caption_accuracy"]["parsed"] <= 1
+    rates = figures["format_rate"]
+    assert rates["n"] == 6 and all(0 <= rates[key] <= 1 for key in ("rate", "plan", "verdict"))
+    assert figures["counts"]["trajectories"] == 6 and figures["seconds"] > 0
+    json.dumps(figures)  # JSON-serialisable
+
+
+@pytest.mark.slow
+def test_files_are_written(runs):
+    (figures, _), (out, _) = runs
+    assert sorted(path.name for path in out.iterdir()) == ["eval.json", "grid.png", "trajectories.jsonl"]
+    assert json.loads((out / "eval.json").read_text()) == figures
+    rows = [json.loads(line) for line in (out / "trajectories.jsonl").read_text().splitlines()]
+    assert [row["tag"] for row in rows] == list(TAGS)  # one prompt per category, interleaved
+    assert all(
+        {"prompt", "plan", "verdict", "p_yes", "reflection", "image_correct", "in_format"} <= row.keys() for row in rows
+    )
+    with Image.open(out / "grid.png") as grid:
+        assert grid.size == (64 * len(TAGS), 64)  # one row: a column per category
+
+
+@pytest.mark.slow
+def test_same_seed_same_figures_and_trajectories(runs):
+    (first, second), (out_a, out_b) = runs
+    assert _without_seconds(first) == _without_seconds(second)
+    assert (out_a / "trajectories.jsonl").read_text() == (out_b / "trajectories.jsonl").read_text()
+    assert (out_a / "grid.png").read_bytes() == (out_b / "grid.png").read_bytes()
+
+
+def test_existing_output_and_bad_unconditional_fail_before_any_work(tiny_adapter, tmp_path):
+    (tmp_path / "old.txt").write_text("keep me")
+    with pytest.raises(OutputExistsError):
+        evaluate_shapes(tiny_adapter, TINY, out_dir=tmp_path)
+    assert [path.name for path in tmp_path.iterdir()] == ["old.txt"]
+    with pytest.raises(ValueError, match="unconditional"):
+        evaluate_shapes(tiny_adapter, TINY, unconditional="empty")
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("num_prompts_per_category", 0),
+        ("seed", -1),
+        ("guidance_weight", 0.5),
+        ("temperature", -0.1),
+        ("top_k", -1),
+        ("top_p", 0.0),
+        ("top_p", 1.5),
+        ("max_plan_tokens", 0),
+        ("max_verdict_tokens", 0),
+        ("max_reflection_tokens", 0),
+        ("max_caption_tokens", 0),
+        ("num_heldout_renders", -2),
+        ("num_caption_images", -1),
+        ("batch_size", 0),
+        ("batch_size", 2.5),
+        ("num_prompts_per_category", True),
+    ],
+)
+def test_bad_config_values_name_the_field(field, value):
+    with pytest.raises(ValueError, match=f"ShapesEvalConfig.{field} "):
+        ShapesEvalConfig(**{field: value})
+
+
+# -- the trajectory pieces, on hand-built texts ----------------------------------------------
+
+
+def _trajectory(
+    adapter, prompt: str, verdict: str, image: Image.Image, plan: str = " Plan: a red circle in the centre."
+):
+    codes = torch.arange(adapter.spec.num_image_tokens) % adapter.spec.codebook_size
+    return Trajectory(
+        prompt=prompt,
+        plan_ids=adapter.text(plan).ids,
+        plan=plan,
+        codes=codes,
+        image=image,
+        verdict_ids=torch.cat([adapter.text(verdict).ids, torch.tensor([adapter.spec.eos_id])]),
+        verdict=verdict,
+        p_yes=0.25,
+    )
+
+
+def test_continuation_context_continues_the_image_turn_after_a_no(tiny_adapter):
+    adapter = tiny_adapter
+    no = verdict_text(False, "there is no circle")
+    trajectory = _trajectory(adapter, "a photo of a circle", no, render(sample_example(0, "single_object").scene))
+    context = continuation_context(adapter, trajectory)
+    head = adapter.image_prompt("a photo of a circle")
+    assert len(context) == len(head) + 3
+    assert all(torch.equal(a.ids, b.ids) for a, b in zip(context, head))
+    plan, image, verdict = context[len(head) :]
+    assert isinstance(plan, Text) and torch.equal(plan.ids, trajectory.plan_ids)
+    assert isinstance(image, GenImage) and not image.scored and torch.equal(image.codes, trajectory.codes)
+    # The verdict's EOS closes the self-check turn only; in the image turn the reflection follows.
+    assert isinstance(verdict, Text) and torch.equal(verdict.ids, trajectory.verdict_ids[:-1])
+    assert adapter.tokenizer.decode(verdict.ids) == no
+    validate(context, adapter.spec)
+
+
+def test_regenerate_reflects_and_redraws_only_after_a_no(tiny_adapter):
+    adapter = tiny_adapter
+    image = render(sample_example(0, "single_object").scene)
+    no = _trajectory(adapter, "a photo of a circle", verdict_text(False, "there is no circle"), image)
+    yes = _trajectory(adapter, "a photo of a square", YES_VERDICT, image)
+    unparsable = _trajectory(adapter, "a photo of a cross", " No idea", image)
+    assert no.says_no and not yes.says_no and not unparsable.says_no
+    done = regenerate(
+        adapter, [yes, no, unparsable], Guidance(2.0), Sampling(), max_reflection_tokens=5,
+        generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    assert done == [no]
+    assert 1 <= len(no.reflection_ids) <= 5 and isinstance(no.reflection, str)
+    assert no.regen_codes.shape == (adapter.spec.num_image_tokens,) and no.regen_image.size == (64, 64)
+    assert no.final_image is no.regen_image
+    for untouched in (yes, unparsable):
+        assert untouched.reflection is None and untouched.regen_image is None and untouched.final_image is image
+
+
+def test_format_and_figures_of_a_corrected_trajectory(tiny_adapter):
+    adapter = tiny_adapter
+    example = sample_example(5, "colors")
+    wrong = render(sample_example(5, "colors", satisfies=False).scene)
+    reason = example.violation if example.violation else "the colour is wrong"
+    corrected = _trajectory(adapter, example.prompt, verdict_text(False, reason), wrong, plan=example.plan)
+    assert corrected.plan_in_format and corrected.says_no and not corrected.in_format  # no second image yet
+    corrected.reflection, corrected.regen_image = reflection_text(reason), render(example.scene)
+    assert corrected.in_format
+    confident = _trajectory(adapter, example.prompt, YES_VERDICT, render(example.scene), plan=example.plan)
+    assert confident.in_format  # a Yes needs no reflection
+    rows = [_trajectory_row(example, corrected), _trajectory_row(example, confident)]
+    assert [row["image_correct"] for row in rows] == [False, True]
+    assert [row["regen_image_correct"] for row in rows] == [True, None]
+    figures = _trajectory_figures(rows)
+    assert figures["image_accuracy"]["accuracy"] == 0.5 and figures["final_image_accuracy"]["accuracy"] == 1.0
+    assert figures["format_rate"] == {"rate": 1.0, "n": 2, "plan": 1.0, "verdict": 1.0, "reflection": 1.0, "num_no": 1}
+    own = figures["verdict_accuracy_own"]
+    assert own["text"]["accuracy"] == 1.0  # the No was right about the wrong image, the Yes about the right one
+    assert own["p_yes"]["accuracy"] == 0.5  # p_yes = 0.25 for both: right only on the wrong image
+    assert own["verifier_positive"] == own["verifier_negative"] == 1
+    assert own["text"]["per_category"]["colors"]["n"] == 2 and own["text"]["per_category"]["position"]["n"] == 0
