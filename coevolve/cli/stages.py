@@ -45,19 +45,35 @@ def eval_stage(cfg: DictConfig) -> None:
     config = to_typed(cfg)
     checkpoint = Path(config.model.path)
     out_dir = _run_dir() / "eval" / checkpoint.name
-    _save_config(cfg, out_dir)
     adapter = JanusAdapter.from_pretrained(checkpoint)
-    figures = evaluate_shapes(adapter, config.eval, unconditional=config.model.unconditional, out_dir=out_dir)
+    # The evaluation is a pure function of checkpoint and config: a rerun replaces the last one.
+    figures = evaluate_shapes(
+        adapter, config.eval, unconditional=config.model.unconditional, out_dir=out_dir, overwrite=True
+    )
+    _save_config(cfg, out_dir)
     print(json.dumps(figures, indent=2))
 
 
 STAGES = {"sft": sft_stage, "eval": eval_stage}
 
 
+def _reporting(stage: str, function):
+    def task(cfg: DictConfig) -> None:
+        try:
+            function(cfg)
+        except (ValueError, FileNotFoundError, FileExistsError) as error:
+            print(f"coevolve {stage}: error: {error}", file=sys.stderr)
+            raise SystemExit(2) from error
+
+    return task
+
+
 def run_stage(stage: str, overrides: list[str]) -> int:
     """Run `stage` as a Hydra app with command-line `overrides`; returns the exit code."""
     register()
-    app = hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name="config", version_base="1.3")(STAGES[stage])
+    app = hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name="config", version_base="1.3")(
+        _reporting(stage, STAGES[stage])
+    )
     argv = sys.argv
     sys.argv = [f"coevolve {stage}", *overrides]
     try:

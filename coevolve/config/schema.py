@@ -119,7 +119,7 @@ class SFTConfig:
     warmup_steps: int = 50
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
-    gradient_checkpointing: bool = False
+    activation_checkpointing: bool = False  # recompute layer activations in backward: less memory, more time
     save_steps: int = 250  # a resumable checkpoint every this many steps
     save_total_limit: int | None = 2
     # Resume from the latest checkpoint in the run's sft/ directory when there is one.
@@ -127,6 +127,7 @@ class SFTConfig:
     lora: LoraConfig | None = None
 
     def __post_init__(self) -> None:
+        self.tasks.weights()  # raises for a negative weight or a mixture that sums to 0
         if not 0.0 <= self.prompt_dropout < 1.0:
             raise ValueError(f"sft.prompt_dropout must be in [0, 1), got {self.prompt_dropout}")
         for key in ("max_steps", "per_device_batch_size", "gradient_accumulation_steps", "save_steps"):

@@ -52,7 +52,7 @@ def training_arguments(config: Config, output_dir: Path) -> TRLSFTConfig:
         warmup_steps=sft.warmup_steps,
         weight_decay=sft.weight_decay,
         max_grad_norm=sft.max_grad_norm,
-        gradient_checkpointing=sft.gradient_checkpointing,
+        activation_checkpointing=sft.activation_checkpointing,
         save_strategy="steps",
         save_steps=sft.save_steps,
         save_total_limit=sft.save_total_limit,

@@ -1,0 +1,84 @@
+"""The config tree: groups, recipes, overrides, and errors named before any work starts."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from hydra.errors import ConfigCompositionException, MissingConfigException
+
+from coevolve.cli.main import main
+from coevolve.config import compose_config, to_typed
+from coevolve.config.schema import Config
+
+
+def test_groups_compose_into_the_typed_schema():
+    config = to_typed(compose_config(["engine=deepspeed", "sft/lora=default", "sft.max_steps=7"]))
+    assert isinstance(config, Config)
+    assert config.engine.name == "deepspeed" and config.engine.zero_stage == 2
+    assert config.sft.lora is not None and config.sft.lora.r == 16
+    assert config.sft.max_steps == 7
+    assert config.model.path == "runs/shapes/checkpoints/tiny"  # interpolated from run_dir
+
+
+def test_recipe_is_applied_over_the_base():
+    base = compose_config([])
+    recipe = compose_config(["recipe=shapes"])
+    assert base.sft.max_steps != recipe.sft.max_steps
+    assert recipe.data.num_examples == 3000
+    # The command line still wins over the recipe.
+    assert compose_config(["recipe=shapes", "sft.max_steps=3"]).sft.max_steps == 3
+
+
+def test_misspelt_key_wrong_type_and_unknown_recipe_are_named():
+    with pytest.raises(ConfigCompositionException, match="sft.max_stepz"):
+        compose_config(["sft.max_stepz=3"])
+    with pytest.raises(ConfigCompositionException) as error:
+        compose_config(["sft.max_steps=many"])
+    assert "sft.max_steps" in str(error.value.__cause__)
+    with pytest.raises(MissingConfigException, match="recipe/nope"):
+        compose_config(["recipe=nope"])
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ([f"sft.tasks.{t}=0" for t in ("t2i", "judge", "regen", "caption", "draw_caption")], "sum to a positive"),
+        (["sft.tasks.judge=-1"], "sft.tasks.judge"),
+        (["engine.zero_stage=2"], "engine.zero_stage"),
+        (["engine=deepspeed", "engine.zero_stage=5"], "engine.zero_stage"),
+        (["sft.prompt_dropout=1.5"], "sft.prompt_dropout"),
+        (["model.dtype=float8"], "model.dtype"),
+    ],
+)
+def test_bad_values_fail_the_typed_check(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        to_typed(compose_config(overrides))
+
+
+def test_cli_reports_bad_config_before_work(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_:
+        main(
+            [
+                "sft",
+                f"run_dir={run_dir}",
+                "sft.tasks.t2i=0",
+                "sft.tasks.judge=0",
+                "sft.tasks.regen=0",
+                "sft.tasks.caption=0",
+                "sft.tasks.draw_caption=0",
+            ]
+        )
+    assert exit_.value.code == 2
+    assert "sum to a positive number" in capsys.readouterr().err
+    assert not (run_dir / "sft").exists()  # nothing was started
+    with pytest.raises(SystemExit) as exit_:
+        main(["sft", f"run_dir={run_dir}", "recipe=nope"])
+    assert exit_.value.code != 0
+
+
+def test_cfg_job_prints_the_resolved_config(tmp_path, capsys):
+    main(["sft", "recipe=shapes", f"run_dir={tmp_path}", "--cfg", "job", "--resolve"])
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["path"] == f"{tmp_path}/checkpoints/tiny"
+    assert printed["sft"]["max_steps"] == 500

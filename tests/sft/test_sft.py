@@ -1,0 +1,160 @@
+"""SFT on the tiny checkpoint: short real runs through `coevolve sft` (Trainer, checkpoints,
+resume, LoRA, DeepSpeed) and the task sequences they train on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import JanusForConditionalGeneration
+
+from coevolve.cli.main import main
+from coevolve.config import compose_config, to_typed
+from coevolve.data.records import shapes_records, write_records
+from coevolve.model.segments import GenImage, SeenImage, Text
+from coevolve.sft.data import TaskMixture, prepare_records
+from coevolve.sft.tasks import TaskBuilder
+from coevolve.sft.trainer import JanusSFTTrainer
+
+SHORT = [
+    "sft.max_steps=4",
+    "sft.save_steps=2",
+    "sft.per_device_batch_size=4",
+    "sft.warmup_steps=1",
+    "data.num_examples=12",
+    "logging.logging_steps=1",
+    "logging.progress_bar=false",
+]
+
+
+def _sft(tmp_path: Path, tiny_checkpoint: Path, *overrides: str, name: str = "run") -> Path:
+    run_dir = tmp_path / name
+    main(["sft", f"run_dir={run_dir}", f"model.path={tiny_checkpoint}", *SHORT, *overrides])
+    return run_dir
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(path / "model.safetensors")
+
+
+def test_task_sequences_score_what_each_task_trains(tiny_adapter):
+    config = to_typed(compose_config([]))
+    records = prepare_records(tiny_adapter, shapes_records(2, seed=3))
+    builder = TaskBuilder(tiny_adapter, config.sft.loss_weights, "pad")
+    t2i = builder.t2i(records[0], drop=False)
+    assert [type(s) for s in t2i.sequence[-2:]] == [Text, GenImage]
+    assert t2i.sequence[-2].scored and t2i.sequence[-1].scored
+    judge = builder.judge(records[0], negative=True)
+    assert any(isinstance(s, SeenImage) for s in judge.sequence)
+    reply = tiny_adapter.tokenizer.decode(judge.sequence[-1].ids)
+    assert reply.startswith(" No,") and records[0].negative_reason in reply
+    assert judge.weights[-1][0] == config.sft.loss_weights.verdict_answer  # the Yes/No token
+    regen = builder.regen(records[0], drop=False)
+    scored = [type(s).__name__ for s in regen.sequence if s.scored]
+    assert scored == ["Text", "GenImage"]  # reflection + the correct image; the wrong image is context
+    assert torch.equal(regen.sequence[-1].codes, records[0].image_codes)
+    dropped = builder.t2i(records[0], drop=True)
+    prefix_ids = dropped.sequence[0].ids
+    assert set(prefix_ids.tolist()) <= {tiny_adapter.spec.pad_id, tiny_adapter.spec.bos_id}
+    assert [s.scored for s in dropped.sequence] == [False, True]
+
+
+def test_mixture_is_a_pure_function_of_seed_and_index(tiny_adapter):
+    config = to_typed(compose_config([]))
+    records = prepare_records(tiny_adapter, shapes_records(4, seed=0))
+    mixture = TaskMixture(records, TaskBuilder(tiny_adapter, config.sft.loss_weights, "pad"), config.sft, seed=5)
+    rows = mixture.rows(400)
+    assert rows[123] == mixture.draw(123)
+    tasks = [row["task"] for row in rows]
+    assert abs(tasks.count("t2i") / 400 - 0.35) < 0.08 and abs(tasks.count("judge") / 400 - 0.25) < 0.08
+    judge_negative = [row["negative"] for row in rows if row["task"] == "judge"]
+    assert 0.3 < sum(judge_negative) / len(judge_negative) < 0.7  # balanced verdicts
+
+
+@pytest.mark.slow
+def test_sft_trains_saves_and_resumes_to_the_same_weights(tmp_path, tiny_checkpoint, monkeypatch):
+    straight = _sft(tmp_path, tiny_checkpoint, name="straight")
+    final = straight / "checkpoints" / "sft"
+    summary = json.loads((straight / "sft" / "summary.json").read_text())
+    assert summary["global_step"] == 4 and summary["resumed_from"] is None
+    assert (straight / "sft" / "config.yaml").is_file() and list((straight / "sft" / "runs").rglob("events.*"))
+    model = JanusForConditionalGeneration.from_pretrained(final)  # plain transformers
+    before, after = _weights(tiny_checkpoint), _weights(final)
+    trained = [k for k in before if "vqmodel" not in k and not torch.equal(before[k], after[k])]
+    assert len(trained) > 0.8 * len([k for k in before if "vqmodel" not in k])
+    assert all(torch.equal(before[k], after[k]) for k in before if "vqmodel" in k)  # VQ tokenizer frozen
+    assert model.config.vq_config.num_embeddings > 0
+
+    # Interrupt a second run after its step-2 checkpoint, then run the same command again.
+    calls = {"n": 0}
+    original = JanusSFTTrainer.training_step
+
+    def dying_step(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(JanusSFTTrainer, "training_step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        _sft(tmp_path, tiny_checkpoint, name="resumed")
+    resumed = tmp_path / "resumed"
+    assert not (resumed / "checkpoints" / "sft").exists()  # no final checkpoint from a dead run
+    monkeypatch.setattr(JanusSFTTrainer, "training_step", original)
+    _sft(tmp_path, tiny_checkpoint, name="resumed")
+    summary = json.loads((resumed / "sft" / "summary.json").read_text())
+    assert summary["resumed_from"].endswith("checkpoint-2") and summary["global_step"] == 4
+    # Same steps, same data order: the same losses after the resume point and the same weights.
+    history = {
+        name: [
+            e["loss"]
+            for e in json.loads((tmp_path / name / "sft" / "checkpoint-4" / "trainer_state.json").read_text())[
+                "log_history"
+            ]
+            if "loss" in e
+        ]
+        for name in ("straight", "resumed")
+    }
+    assert history["resumed"][-2:] == pytest.approx(history["straight"][-2:], rel=1e-5)
+    resumed_weights = _weights(resumed / "checkpoints" / "sft")
+    for key, value in after.items():
+        torch.testing.assert_close(resumed_weights[key], value, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_sft_with_lora_saves_merged_and_adapter_checkpoints(tmp_path, tiny_checkpoint):
+    merged = _sft(tmp_path, tiny_checkpoint, "sft/lora=default", "sft.learning_rate=1e-2", name="merged")
+    model = JanusForConditionalGeneration.from_pretrained(merged / "checkpoints" / "sft")
+    before, after = _weights(tiny_checkpoint), _weights(merged / "checkpoints" / "sft")
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(("q_proj" in k or "k_proj" in k or "v_proj" in k or "o_proj" in k) for k in changed)
+    assert not any("lora" in k for k in after)  # merged into the base weights
+    assert model is not None
+
+    adapter = _sft(tmp_path, tiny_checkpoint, "sft/lora=default", "sft.lora.save=adapter", name="adapter")
+    out = adapter / "checkpoints" / "sft"
+    assert (out / "adapter_config.json").is_file() and not (out / "model.safetensors").exists()
+    loaded = JanusForConditionalGeneration.from_pretrained(out)  # base + adapter via transformers' PEFT support
+    assert any("lora_A" in name for name, _ in loaded.named_parameters())
+
+
+@pytest.mark.slow
+def test_sft_reads_a_records_file(tmp_path, tiny_checkpoint):
+    data = write_records(shapes_records(8, seed=1), tmp_path / "data")
+    run_dir = _sft(tmp_path, tiny_checkpoint, f"data.source={data}", "data.num_examples=null")
+    assert json.loads((run_dir / "sft" / "summary.json").read_text())["records"] == 8
+
+
+def test_sft_names_a_row_missing_a_field(tmp_path, tiny_checkpoint, capsys):
+    data = write_records(shapes_records(3, seed=1), tmp_path / "data")
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    del rows[1]["plan"]
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(SystemExit) as exit_:
+        _sft(tmp_path, tiny_checkpoint, f"data.source={data}")
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err
+    assert "records.jsonl" in error and "row 1" in error and "plan" in error
