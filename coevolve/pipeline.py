@@ -1,16 +1,21 @@
 """`coevolve pipeline`: the main job on the built-in shapes world.
 
 Stages, each in its own directory under the run directory and skipped when its output is
-complete: bootstrap the tiny checkpoint -> demo (generate and verify). SFT, RL, evaluation
-and the trace report join this chain as they are built.
+complete: bootstrap the tiny checkpoint -> demo (generate and verify) -> SFT (`recipe=shapes`)
+-> evaluation of the bootstrap and the SFT checkpoints side by side. RL and the trace report
+join this chain as they are built.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from coevolve.bootstrap.tiny import MANIFEST, build_tiny_checkpoint
+from coevolve.config import compose_config, to_typed
 from coevolve.demo import run_demo
+
+HEADLINE = ("image_accuracy", "final_image_accuracy", "verdict_accuracy_heldout", "caption_accuracy")
 
 
 def run_pipeline(run_dir: Path, seed: int = 0) -> None:
@@ -23,3 +28,29 @@ def run_pipeline(run_dir: Path, seed: int = 0) -> None:
         print(f"[pipeline] bootstrap: done in {manifest['seconds']} s")
     print("[pipeline] demo")
     run_demo(str(checkpoint), run_dir / "demo", seed=seed)
+
+    config = to_typed(compose_config(["recipe=shapes", f"run_dir={run_dir}", f"seed={seed}"]))
+    sft_checkpoint = run_dir / "checkpoints" / "sft"
+    if (sft_checkpoint / "config.json").is_file():
+        print(f"[pipeline] sft: reusing {sft_checkpoint}")
+    else:
+        from coevolve.sft.run import run_sft
+
+        print("[pipeline] sft: coevolve sft recipe=shapes")
+        print(json.dumps(run_sft(config, run_dir), indent=2))
+
+    from coevolve.eval.shapes import evaluate_shapes
+    from coevolve.model import JanusAdapter
+
+    report = {}
+    for path in (checkpoint, sft_checkpoint):
+        print(f"[pipeline] eval: {path}")
+        figures = evaluate_shapes(
+            JanusAdapter.from_pretrained(path),
+            config.eval,
+            unconditional=config.model.unconditional,
+            out_dir=run_dir / "eval" / path.name,
+            overwrite=True,
+        )
+        report[path.name] = {key: figures[key] for key in HEADLINE} | {"format_rate": figures["format_rate"]}
+    print(json.dumps(report, indent=2))

@@ -11,6 +11,8 @@ Writes under the run directory:
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
 from pathlib import Path
 
@@ -29,15 +31,41 @@ FINAL = Path("checkpoints") / "sft"
 
 
 def deepspeed_config(zero_stage: int) -> dict:
-    """A DeepSpeed config the HF Trainer completes ("auto") from its own arguments."""
+    """A DeepSpeed config the HF Trainer completes ("auto") from its own arguments. No "optimizer":
+    the Trainer's torch AdamW is used, so nothing needs DeepSpeed's compiled CPU ops."""
+    zero = {"stage": zero_stage}
+    if zero_stage == 3:
+        zero["stage3_gather_16bit_weights_on_model_save"] = True  # else saved tensors are empty shards
     return {
-        "zero_optimization": {"stage": zero_stage},
+        "zero_optimization": zero,
         "train_micro_batch_size_per_gpu": "auto",
         "gradient_accumulation_steps": "auto",
         "gradient_clipping": "auto",
         "zero_allow_untested_optimizer": True,
         "bf16": {"enabled": "auto"},
     }
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def single_process_distributed_env() -> None:
+    """DeepSpeed needs a process group even for one process. A launcher (`deepspeed`, `torchrun`,
+    `accelerate launch`) sets these variables; started by plain `python`, this process is rank 0
+    of a world of one."""
+    if "WORLD_SIZE" in os.environ:
+        return
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(_free_port()),
+        RANK="0",
+        LOCAL_RANK="0",  # accelerate initialises DeepSpeed's process group only when LOCAL_RANK is set
+        WORLD_SIZE="1",
+        LOCAL_WORLD_SIZE="1",
+    )
 
 
 def training_arguments(config: Config, output_dir: Path) -> TRLSFTConfig:
@@ -129,6 +157,8 @@ def run_sft(config: Config, run_dir: Path) -> dict:
     mixture = TaskMixture(prepared, builder, sft, seed=config.seed)
     data_seconds = time.time() - started
 
+    if config.engine.name == "deepspeed":
+        single_process_distributed_env()
     trainer = JanusSFTTrainer(
         model=adapter.model,
         args=training_arguments(config, output_dir),

@@ -4,6 +4,8 @@ resume, LoRA, DeepSpeed) and the task sequences they train on."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -158,3 +160,30 @@ def test_sft_names_a_row_missing_a_field(tmp_path, tiny_checkpoint, capsys):
     assert exit_.value.code == 2
     error = capsys.readouterr().err
     assert "records.jsonl" in error and "row 1" in error and "plan" in error
+
+
+@pytest.mark.slow
+def test_sft_on_a_deepspeed_zero2_engine(tmp_path, tiny_checkpoint):
+    # Its own process, as a user runs it: DeepSpeed's process group and accelerate's state are
+    # process-wide and must not leak into the other tests.
+    run_dir = tmp_path / "ds"
+    command = [
+        sys.executable,
+        "-m",
+        "coevolve.cli.main",
+        "sft",
+        "engine=deepspeed",
+        "engine.zero_stage=2",
+        f"run_dir={run_dir}",
+        f"model.path={tiny_checkpoint}",
+        *SHORT,
+    ]
+    done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    checkpoint = run_dir / "sft" / "checkpoint-2"
+    assert any(checkpoint.glob("global_step2/*optim_states.pt"))  # DeepSpeed's ZeRO optimizer shards
+    final = run_dir / "checkpoints" / "sft"
+    JanusForConditionalGeneration.from_pretrained(final)
+    before, after = _weights(tiny_checkpoint), _weights(final)
+    assert any(not torch.equal(before[k], after[k]) for k in before if "vqmodel" not in k)
+    assert all(torch.isfinite(v).all() for v in after.values())
