@@ -10,9 +10,11 @@ Writes under the run directory:
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -66,6 +68,13 @@ def single_process_distributed_env() -> None:
         WORLD_SIZE="1",
         LOCAL_WORLD_SIZE="1",
     )
+    # DeepSpeed's first process-group init compiles its shared-memory all-reduce op (a minute of
+    # C++ on 2 cores, and a compiler on the machine), which only serves several ranks on one host.
+    # With one rank, gloo alone is enough: skip the build.
+    importlib.import_module("deepspeed.comm.torch")
+    torch_comm = sys.modules["deepspeed.comm.torch"]  # the attribute of deepspeed.comm is torch itself
+    if hasattr(torch_comm, "build_shm_op"):
+        torch_comm.build_shm_op = lambda: None
 
 
 def training_arguments(config: Config, output_dir: Path) -> TRLSFTConfig:
