@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from coevolve.configs import compose_config
+from coevolve.config import compose_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,14 +33,15 @@ def test_wheel_ships_config_trees_and_hydra_finds_them(tmp_path):
     wheel = next(tmp_path.glob("coevolve-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "coevolve/conf/config.yaml" in names and "coevolve/recipes/shapes.yaml" in names
+    assert "coevolve/conf/sft/default.yaml" in names and "coevolve/conf/sft/lora/default.yaml" in names
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     # Run from an empty directory with only the unpacked wheel on the path: no source tree.
     path = [str(site)] + [p for p in sys.path if p not in ("", ".", str(REPO))]
-    script = "import coevolve; assert 'site' in coevolve.__file__, coevolve.__file__; from coevolve.configs import compose_config; print(compose_config(['seed=11']).seed)"
+    script = "import coevolve; assert 'site' in coevolve.__file__, coevolve.__file__; from coevolve.config import compose_config; c = compose_config(['seed=11', 'recipe=shapes', 'sft/lora=default']); print(c.seed, c.sft.max_steps, c.sft.lora.r)"
     result = subprocess.run(
         [sys.executable, "-S", "-c", f"import sys; sys.path[:] = {path!r}; {script}"],
         cwd=tmp_path, capture_output=True, text=True,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "11"
+    assert result.stdout.strip() == "11 500 16"
