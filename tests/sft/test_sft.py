@@ -187,3 +187,17 @@ def test_sft_on_a_deepspeed_zero2_engine(tmp_path, tiny_checkpoint):
     before, after = _weights(tiny_checkpoint), _weights(final)
     assert any(not torch.equal(before[k], after[k]) for k in before if "vqmodel" not in k)
     assert all(torch.isfinite(v).all() for v in after.values())
+
+
+@pytest.mark.slow
+def test_multirun_sweeps_into_one_directory_per_job(tmp_path, tiny_checkpoint):
+    run_dir = tmp_path / "sweep"
+    overrides = [o for o in SHORT if not o.startswith("sft.max_steps")]
+    main(["sft", "-m", f"run_dir={run_dir}", f"model.path={tiny_checkpoint}", *overrides, "sft.max_steps=1,2"])
+    steps = {}
+    for job in ("0", "1"):
+        job_dir = run_dir / "multirun" / job
+        steps[job] = json.loads((job_dir / "sft" / "summary.json").read_text())["global_step"]
+        assert (job_dir / "checkpoints" / "sft" / "model.safetensors").is_file()
+        assert "max_steps: " + str(steps[job]) in (job_dir / "sft" / "config.yaml").read_text()
+    assert steps == {"0": 1, "1": 2}
