@@ -26,7 +26,7 @@ from coevolve.config.schema import Config
 from coevolve.model import JanusAdapter
 from coevolve.sft.data import TaskMixture, load_sft_records, prepare_records
 from coevolve.sft.tasks import TaskBuilder
-from coevolve.sft.trainer import JanusSFTTrainer, janus_of
+from coevolve.sft.trainer import JanusSFTTrainer
 from coevolve.utils.fs import atomic_output_dir
 
 FINAL = Path("checkpoints") / "sft"
@@ -148,8 +148,6 @@ def _save_final(trainer: JanusSFTTrainer, adapter: JanusAdapter, config: Config,
         else:
             trainer.save_model(str(staging))
         adapter.processor.save_pretrained(staging)
-        if config.sft.lora is None or config.sft.lora.save == "merged":
-            janus_of(model).generation_config.save_pretrained(staging)
 
 
 def run_sft(config: Config, run_dir: Path) -> dict:
