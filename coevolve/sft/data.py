@@ -1,12 +1,9 @@
 """The SFT task mixture: training example `i` is a pure function of `(seed, i)`.
 
-Which record, whether a judge example shows the negative image and whether the prompt is
-dropped are drawn from a generator seeded by `(seed, i)`; the task is drawn once per batch (from
-`(seed, i // batch_size)`), because the tasks' sequences differ in length by 2-3x and a batch is
-padded to its longest: one-task batches do about half the trunk work of mixed ones, and the
-mixture's proportions hold over batches. The rows are already a random stream, so the Trainer
-reads them in order; a resumed run skips the batches it has trained and sees the same order as
-an uninterrupted one.
+Which task, which record, whether a judge example shows the negative image and whether the
+prompt is dropped are drawn from a generator seeded by `(seed, i)`; so the stream does not
+depend on how it is batched or where a run resumed — the Trainer's seeded sampler and its
+batch skipping on resume give the same data order as an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -89,7 +86,6 @@ class TaskMixture:
     """
 
     def __init__(self, records: list[PreparedRecord], builder: TaskBuilder, sft: SFTConfig, seed: int):
-        """Rows are grouped in batches of `sft.per_device_batch_size`, one task per batch."""
         if not records:
             raise ValueError("the SFT data source gave no records")
         weights = sft.tasks.weights()
@@ -100,13 +96,11 @@ class TaskMixture:
         self.probabilities = np.array([weights[task] / total for task in self.tasks])
         self.prompt_dropout = sft.prompt_dropout
         self.seed = seed
-        self.batch_size = sft.per_device_batch_size
 
     def draw(self, index: int) -> dict:
         """Row `index`: which task, on which record, with the negative image, with the prompt dropped."""
-        batch_rng = np.random.default_rng([self.seed, 1, index // self.batch_size])
-        task = self.tasks[int(batch_rng.choice(len(self.tasks), p=self.probabilities))]
-        rng = np.random.default_rng([self.seed, 0, index])
+        rng = np.random.default_rng([self.seed, index])
+        task = self.tasks[int(rng.choice(len(self.tasks), p=self.probabilities))]
         record = int(rng.integers(len(self.records)))
         negative = bool(rng.random() < 0.5)
         dropped = bool(rng.random() < self.prompt_dropout) and task in IMAGE_TASKS

