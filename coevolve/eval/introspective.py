@@ -31,7 +31,7 @@ from coevolve.model.introspection import (
     parse_verdict,
 )
 from coevolve.model.sampling import Sampling
-from coevolve.model.segments import GenImage, Sequence, Text
+from coevolve.model.segments import Sequence, Text
 
 
 @dataclass
@@ -96,10 +96,7 @@ def continuation_context(adapter: JanusAdapter, trajectory: Trajectory) -> Seque
     verdict_ids = trajectory.verdict_ids
     if len(verdict_ids) > 1 and int(verdict_ids[-1]) == adapter.spec.eos_id:
         verdict_ids = verdict_ids[:-1]
-    return image_turn(adapter, trajectory.prompt, trajectory.plan_ids) + (
-        GenImage(trajectory.codes, scored=False),
-        Text(verdict_ids),
-    )
+    return adapter.regeneration_context(trajectory.prompt, trajectory.plan_ids, trajectory.codes, verdict_ids)
 
 
 def sample_trajectories(

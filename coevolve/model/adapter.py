@@ -35,7 +35,6 @@ from coevolve.model.spec import JanusSpec
 from coevolve.utils.fs import atomic_output_dir
 
 
-
 @dataclass
 class Judgement:
     p_yes: torch.Tensor  # (B,) float32: p(Yes) / (p(Yes) + p(No)) for the first answer token
@@ -116,21 +115,27 @@ class JanusAdapter:
         """The context Janus generates an image in: a user turn with the prompt, then the assistant tag."""
         return self.chat([{"role": "user", "content": [{"type": "text", "text": prompt}]}])
 
-    def judge_context(self, image: Image.Image | SeenImage, prompt: str, question: str = JUDGE_QUESTION) -> Sequence:
+    def regeneration_context(self, prompt: str, plan_ids, first_codes, verdict_ids) -> Sequence:
+        """The image turn continued after a No (`introspection.py`, step 3): prompt, plan, the first
+        image's codes (context, never scored), the verdict; the reflection and second image follow."""
+        return self.image_prompt(prompt) + (
+            Text(plan_ids),
+            GenImage(first_codes, scored=False),
+            Text(verdict_ids),
+        )
+
+    def judge_context(self, image: Image.Image, prompt: str, question: str = JUDGE_QUESTION) -> Sequence:
         """The self-check turn: the image through the understanding path, then `question` about `prompt`."""
         return self._image_question(image, question.format(prompt=prompt))
 
-    def caption_context(self, image: Image.Image | SeenImage, question: str = CAPTION_QUESTION) -> Sequence:
+    def caption_context(self, image: Image.Image, question: str = CAPTION_QUESTION) -> Sequence:
         """The captioning turn: the image through the understanding path, then `question`."""
         return self._image_question(image, question)
 
-    def _image_question(self, image: Image.Image | SeenImage, question: str) -> Sequence:
-        if isinstance(image, SeenImage):
-            # Already through the image processor (e.g. cached by SFT data): the same turn with
-            # these pixels in the image's place.
-            head, placeholder, tail = self._image_question(Image.new("RGB", (self.spec.image_size,) * 2), question)
-            return head, image, tail
-        return self.chat([{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": question}]}])
+    def _image_question(self, image: Image.Image, question: str) -> Sequence:
+        return self.chat(
+            [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": question}]}]
+        )
 
     def _validated(self, sequences: list[Sequence], what: str) -> list[Sequence]:
         if not sequences:

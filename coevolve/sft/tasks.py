@@ -25,7 +25,7 @@ from coevolve.config.schema import LossWeights
 from coevolve.model import JanusAdapter
 from coevolve.model.guidance import Guidance
 from coevolve.model.introspection import reflection_text, verdict_text
-from coevolve.model.segments import GenImage, SeenImage, Sequence, Text
+from coevolve.model.segments import GenImage, Sequence, Text
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ class TaskBuilder:
 
     def judge(self, record: PreparedRecord, negative: bool) -> TrainingExample:
         image = record.negative_image if negative else record.image
-        context = self.adapter.judge_context(self._seen(image), record.prompt)
+        context = self.adapter.judge_context(image, record.prompt)
         reply, weights = self._reply(
             verdict_text(not negative, record.negative_reason if negative else None),
             self.loss_weights.verdict,
@@ -106,11 +106,11 @@ class TaskBuilder:
         return TrainingExample("judge", (*context, reply), (None,) * len(context) + (weights,))
 
     def regen(self, record: PreparedRecord, drop: bool) -> TrainingExample:
-        context = (
-            *self.adapter.image_prompt(record.prompt),
-            self._said(" " + record.plan),
-            GenImage(record.negative_codes, scored=False),
-            self._said(verdict_text(False, record.negative_reason)),
+        context = self.adapter.regeneration_context(
+            record.prompt,
+            self._said(" " + record.plan).ids,
+            record.negative_codes,
+            self._said(verdict_text(False, record.negative_reason)).ids,
         )
         reflection = self._said(reflection_text(record.negative_reason), scored=not drop)
         if drop:
@@ -124,9 +124,6 @@ class TaskBuilder:
         )
 
     def caption(self, record: PreparedRecord) -> TrainingExample:
-        context = self.adapter.caption_context(self._seen(record.image))
+        context = self.adapter.caption_context(record.image)
         reply, weights = self._reply(" " + record.caption, self.loss_weights.caption)
         return TrainingExample("caption", (*context, reply), (None,) * len(context) + (weights,))
-
-    def _seen(self, image) -> SeenImage:
-        return self.adapter.seen_images([image])[0]
