@@ -1,0 +1,48 @@
+"""Rewards: pluggable scorers and how their scores become per-segment advantages (DESIGN.md section 5).
+
+- `base`: the `Scorer` interface, `ScoreBatch`, `ScorerError`, the registry and `build_scorer`;
+- built-in scorers: `shapes_verifier`, `yes_no_judge` (`judge`), `self_consistency`
+  (`consistency`), `reconstruction` (with the image similarities of `similarity`), `clip_score`
+  (`clip`);
+- `config` + `terms`: reward terms (scorer, weight, trained segments, failure policy) and
+  `RewardTerms`, which turns a batch of `coevolve.trajectory.Trajectory` into `Rewards`;
+- `check`: the reward designer's sanity check behind `coevolve rewards`.
+
+Nothing here knows of Ray or the learner: the RL driver calls `RewardTerms`, locally or inside a
+reward actor.
+"""
+
+from rewards.base import FINAL, SCORERS, Resources, ScoreBatch, Scorer, ScorerError, build_scorer, register_scorer
+from rewards.clip import ClipScore
+from rewards.config import RewardCheckConfig, RewardConfig, TermConfig
+from rewards.consistency import SelfConsistency
+from rewards.judge import YesNoJudge
+from rewards.reconstruction import Reconstruction
+from rewards.shapes_verifier import ShapesVerifier
+from rewards.similarity import EMBEDDERS, ImageSimilarity
+from rewards.terms import Rewards, RewardTerm, RewardTerms, normalize
+
+__all__ = [
+    "EMBEDDERS",
+    "FINAL",
+    "SCORERS",
+    "ClipScore",
+    "ImageSimilarity",
+    "Reconstruction",
+    "Resources",
+    "RewardCheckConfig",
+    "RewardConfig",
+    "RewardTerm",
+    "RewardTerms",
+    "Rewards",
+    "ScoreBatch",
+    "Scorer",
+    "ScorerError",
+    "SelfConsistency",
+    "ShapesVerifier",
+    "TermConfig",
+    "YesNoJudge",
+    "build_scorer",
+    "normalize",
+    "register_scorer",
+]
