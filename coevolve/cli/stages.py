@@ -1,9 +1,13 @@
-"""The Hydra-configured stages of the `coevolve` command: `sft`, `eval`.
+"""The Hydra-configured stages of the `coevolve` command: `sft`, `eval`, `rewards`.
 
 `coevolve STAGE [overrides...]` hands the overrides to a Hydra app, so everything Hydra offers
 works: `key=value`, `GROUP=OPTION`, `recipe=NAME`, `-m` sweeps, `--cfg job`. The composed
 config is checked against the schema (types, keys, each group's `__post_init__`) before any
 work starts, and saved resolved as `config.yaml` in the stage's directory.
+
+Recipes of your own: put `recipe/NAME.yaml` (starting `# @package _global_`) in a directory and
+add it to the search path with `--config-dir DIR` (or `hydra.searchpath=[file://DIR]`); then
+`recipe=NAME` finds it beside the installed ones.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from coevolve.config import CONFIG_MODULE, register, to_typed
 from coevolve.utils.fs import atomic_write_text
+from rewards.base import ScorerError
 
 
 def _run_dir() -> Path:
@@ -54,14 +59,28 @@ def eval_stage(cfg: DictConfig) -> None:
     print(json.dumps(figures, indent=2))
 
 
-STAGES = {"sft": sft_stage, "eval": eval_stage}
+def rewards_stage(cfg: DictConfig) -> None:
+    """The reward designer's check: the configured terms on seeded shapes pairs (rewards/check.py)."""
+    from rewards.check import check_report, shapes_pairs
+    from rewards.terms import RewardTerms
+
+    config = to_typed(cfg)
+    out_dir = _run_dir() / "rewards"
+    terms = RewardTerms.from_config(config.reward)  # every scorer spec is checked before any is built
+    report = check_report(terms, shapes_pairs(config.reward.check.num_pairs, config.reward.check.seed))
+    _save_config(cfg, out_dir)
+    atomic_write_text(out_dir / "check.json", json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+
+
+STAGES = {"sft": sft_stage, "eval": eval_stage, "rewards": rewards_stage}
 
 
 def _reporting(stage: str, function):
     def task(cfg: DictConfig) -> None:
         try:
             function(cfg)
-        except (ValueError, FileNotFoundError, FileExistsError) as error:
+        except (ValueError, FileNotFoundError, FileExistsError, ScorerError) as error:
             print(f"coevolve {stage}: error: {error}", file=sys.stderr)
             raise SystemExit(2) from error
 

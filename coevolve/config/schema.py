@@ -6,8 +6,9 @@ this dataclass, every key that is merged in — from a group file, a recipe or t
 is checked against it: a misspelt key or a value of the wrong type fails at composition, before
 any work starts, with the full key named. `__post_init__` hooks reject bad combinations.
 
-Groups join as the stages that read them are built (rl, rollout, reward, cluster arrive with
-the RL issues): a key that nothing reads does not exist.
+Groups join as the stages that read them are built (rl, rollout, cluster arrive with the RL
+issues): a key that nothing reads does not exist. `reward` is read by `coevolve rewards` (the
+reward designer's check) until RL reads it too.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from omegaconf import MISSING
 
 from coevolve.eval.shapes import ShapesEvalConfig
+from rewards.config import RewardConfig
 
 DTYPES = ("float32", "bfloat16")
 TASKS = ("t2i", "judge", "regen", "caption", "draw_caption")
@@ -169,3 +171,4 @@ class Config:
     engine: EngineConfig = field(default_factory=EngineConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     eval: ShapesEvalConfig = field(default_factory=ShapesEvalConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)  # rewards/config.py; `coevolve rewards` checks it
