@@ -266,6 +266,7 @@ class JanusAdapter:
         guidance: Guidance = DEFAULT_GUIDANCE,
         sampling: Sampling = DEFAULT_SAMPLING,
         chunk_size: int = 1024,
+        share_rows: bool = True,
     ) -> Scores:
         return score(
             self.model,
@@ -275,4 +276,5 @@ class JanusAdapter:
             guidance,
             sampling,
             chunk_size,
+            share_rows,
         )

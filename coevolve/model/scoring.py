@@ -36,11 +36,11 @@ class Scores:
     entropies: list[list[torch.Tensor | None]]
 
 
-def _positions(spans) -> tuple[torch.Tensor, torch.Tensor]:
-    """[(row, segment index, (start, end)), ...] -> (rows, cols) of every scored column."""
+def _positions(spans, row_of: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """[(sequence, segment index, (start, end)), ...] -> (rows, cols) of every scored column."""
     rows, cols = [], []
-    for row, _, (start, end) in spans:
-        rows.append(torch.full((end - start,), row, dtype=torch.int64))
+    for i, _, (start, end) in spans:
+        rows.append(torch.full((end - start,), row_of[i], dtype=torch.int64))
         cols.append(torch.arange(start, end))
     if not rows:
         return torch.empty(0, dtype=torch.int64), torch.empty(0, dtype=torch.int64)
@@ -71,9 +71,13 @@ def score(
     guidance: Guidance = DEFAULT_GUIDANCE,
     sampling: Sampling = DEFAULT_SAMPLING,
     chunk_size: int = 1024,
+    share_rows: bool = True,
 ) -> Scores:
     """Log-probs (and entropies) of every token of every scored segment, under `sampling` applied
-    to the text logits and to the image logits of `mode`. Differentiable when grad is enabled."""
+    to the text logits and to the image logits of `mode`. Differentiable when grad is enabled.
+
+    `share_rows`: sequences share trunk rows (`packing.pack`), so short ones cost no padding;
+    the log-probs are those of one row per sequence."""
     mode = CFGMode(mode)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -91,7 +95,7 @@ def score(
                 if isinstance(segment, GenImage) and segment.scored:
                     uncond_of[(i, j)] = len(sequences) + len(uncond_rows)
                     uncond_rows.append(guidance.unconditional_prefix(sequence[:j], spec) + (segment,))
-    packed = pack(list(sequences) + uncond_rows, spec, "right")
+    packed = pack(list(sequences) + uncond_rows, spec, "right", share_rows=share_rows)
     hidden = trunk(model, packed).last_hidden_state  # (R, T, D)
     device = hidden.device
 
@@ -106,8 +110,8 @@ def score(
             else:
                 image_spans.append((i, j, span))
                 if guided:
-                    row = uncond_of[(i, j)]
-                    uncond_spans.append((row, j, packed.spans[row][-1]))
+                    u = uncond_of[(i, j)]
+                    uncond_spans.append((u, j, packed.spans[u][-1]))
 
     def text_chunk(h, targets):
         logprobs = sampling_logprobs(forbid(model.lm_head(h), spec.image_span_ids), sampling)
@@ -124,16 +128,16 @@ def score(
         return logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1), entropy(logprobs)
 
     # A token at column c is predicted from the hidden state at column c - 1.
-    rows, cols = _positions(text_spans)
+    rows, cols = _positions(text_spans, packed.rows)
     text_lp, text_ent = _chunked(
         text_chunk,
         (hidden[rows, cols - 1], packed.input_ids[rows, cols].to(device)),
         chunk_size,
     )
-    rows, cols = _positions(image_spans)
+    rows, cols = _positions(image_spans, packed.rows)
     image_inputs = (hidden[rows, cols - 1], packed.codes[rows, cols].to(device))
     if guided:
-        u_rows, u_cols = _positions(uncond_spans)
+        u_rows, u_cols = _positions(uncond_spans, packed.rows)
         image_inputs += (hidden[u_rows, u_cols - 1],)
     image_lp, image_ent = _chunked(image_chunk, image_inputs, chunk_size)
 

@@ -17,8 +17,17 @@ def _trajectory(adapter, seed):
     prompt = adapter.image_prompt("a photo of a red circle")
     plan = adapter.text(" Plan: a red circle in the centre.", scored=True)
     image = GenImage(torch.randint(0, spec.codebook_size, (spec.num_image_tokens,), generator=g))
-    question = adapter.chat([{"role": "user", "content": [{"type": "image", "image": Image.new("RGB", (64, 64), "red")},
-                                                          {"type": "text", "text": "Does it match?"}]}])
+    question = adapter.chat(
+        [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image", "image": Image.new("RGB", (64, 64), "red")},
+                    {"type": "text", "text": "Does it match?"},
+                ],
+            }
+        ]
+    )
     verdict = adapter.text(" No. The circle is too small.", scored=True)
     regen = GenImage(torch.randint(0, spec.codebook_size, (spec.num_image_tokens,), generator=g))
     return prompt + (plan, image) + question[1:] + (verdict, regen)
@@ -40,7 +49,9 @@ def test_every_scored_segment_gets_one_logprob_per_token(tiny_adapter):
 def test_scores_do_not_depend_on_batch_company_or_chunk_size(tiny_adapter):
     trajectory = _trajectory(tiny_adapter, 0)
     alone = tiny_adapter.logprobs([trajectory], guidance=Guidance(5.0), chunk_size=4096)
-    batched = tiny_adapter.logprobs([_trajectory(tiny_adapter, 1)[:4], trajectory], guidance=Guidance(5.0), chunk_size=7)
+    batched = tiny_adapter.logprobs(
+        [_trajectory(tiny_adapter, 1)[:4], trajectory], guidance=Guidance(5.0), chunk_size=7
+    )
     for a, b in zip(alone.logprobs[0], batched.logprobs[1]):
         assert (a is None) == (b is None)
         if a is not None:
@@ -71,8 +82,15 @@ def test_backward_through_chunks_equals_backward_in_one_chunk(tiny_adapter):
     for name in grads_a:
         assert torch.allclose(grads_a[name], grads_b[name], atol=1e-6, rtol=1e-4), name
     # Every part on the path gets gradient: trunk, embeddings (tied to the LM head), generation head/embeddings, vision encoder.
-    for part in ("model.language_model.embed_tokens", "model.generation_head", "model.generation_embeddings", "model.generation_aligner",
-                 "model.language_model.layers.0", "model.vision_model", "model.aligner"):
+    for part in (
+        "model.language_model.embed_tokens",
+        "model.generation_head",
+        "model.generation_embeddings",
+        "model.generation_aligner",
+        "model.language_model.layers.0",
+        "model.vision_model",
+        "model.aligner",
+    ):
         assert any(name.startswith(part) for name in grads_a), part
 
 
@@ -80,13 +98,63 @@ def test_guided_detach_stops_gradient_through_the_unconditional_branch(tiny_adap
     loss_g, grads_g = _grads(tiny_adapter, CFGMode.GUIDED, chunk_size=64)
     loss_d, grads_d = _grads(tiny_adapter, CFGMode.GUIDED_DETACH, chunk_size=64)
     assert torch.allclose(loss_g, loss_d), "same values, different gradients"
-    assert not torch.allclose(grads_g["model.generation_head.vision_head.weight"], grads_d["model.generation_head.vision_head.weight"])
+    assert not torch.allclose(
+        grads_g["model.generation_head.vision_head.weight"], grads_d["model.generation_head.vision_head.weight"]
+    )
     # Detached is not the conditional mode either: the loss still sees the guided distribution.
     _, grads_c = _grads(tiny_adapter, CFGMode.CONDITIONAL, chunk_size=64)
-    assert not torch.allclose(grads_d["model.generation_head.vision_head.bias"], grads_c["model.generation_head.vision_head.bias"])
+    assert not torch.allclose(
+        grads_d["model.generation_head.vision_head.bias"], grads_c["model.generation_head.vision_head.bias"]
+    )
 
 
 def test_no_gradient_work_without_grad(tiny_adapter):
     with torch.no_grad():
         scores = tiny_adapter.logprobs([_trajectory(tiny_adapter, 0)])
     assert all(lp is None or not lp.requires_grad for lp in scores.logprobs[0])
+
+
+def _looks_at(adapter, color, answer):
+    """A short self-check turn about a flat image of `color`: its log-probs depend on the pixels."""
+    question = adapter.chat(
+        [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image", "image": Image.new("RGB", (64, 64), color)},
+                    {"type": "text", "text": "Does it match?"},
+                ],
+            }
+        ]
+    )
+    return question + (adapter.text(answer, scored=True),)
+
+
+@pytest.mark.parametrize("mode", ["conditional", "guided"])
+def test_sequences_sharing_rows_score_as_in_rows_of_their_own(tiny_adapter, mode):
+    from coevolve.model.packing import pack
+
+    sequences = [
+        _looks_at(tiny_adapter, "blue", " Yes."),
+        _trajectory(tiny_adapter, 0),
+        _looks_at(tiny_adapter, "red", " No, it is red."),
+        _trajectory(tiny_adapter, 1)[:4],
+        _looks_at(tiny_adapter, "white", " Yes."),
+    ]
+    packed = pack(sequences, tiny_adapter.spec, "right", share_rows=True)
+    assert max(packed.rows) + 1 < len(sequences)  # the short ones really share rows
+    assert packed.input_ids.shape[1] == max(len(r) for r in pack(sequences, tiny_adapter.spec, "right").input_ids)
+    shared = tiny_adapter.logprobs(sequences, mode=mode, guidance=Guidance(3.0), share_rows=True)
+    alone = tiny_adapter.logprobs(sequences, mode=mode, guidance=Guidance(3.0), share_rows=False)
+    for a_row, b_row in zip(shared.logprobs, alone.logprobs):
+        for a, b in zip(a_row, b_row):
+            assert (a is None) == (b is None)
+            if a is not None:
+                assert (a - b).abs().max() <= 1e-5
+
+
+def test_share_rows_needs_right_padding(tiny_adapter):
+    from coevolve.model.packing import pack
+
+    with pytest.raises(ValueError, match="share_rows needs right padding"):
+        pack([_trajectory(tiny_adapter, 0)], tiny_adapter.spec, "left", share_rows=True)
