@@ -166,7 +166,8 @@ def build_scorer(spec: Mapping | Scorer, where: str = "scorer") -> Scorer:
     try:
         return instantiate({"_target_": cls, **kwargs}, _convert_="all")
     except InstantiationException as error:
-        raise ValueError(f"{where}: {error}") from error
+        cause = error.__cause__ or error  # Hydra wraps the constructor's own exception
+        raise ValueError(f"{where}: building {class_path(cls)}: {type(cause).__name__}: {cause}") from cause
 
 
 class ScorerError(RuntimeError):
