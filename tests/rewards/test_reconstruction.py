@@ -1,0 +1,144 @@
+"""`reconstruction`: each embedder scores a render against itself 1 and a different scene lower;
+the verifier-parse similarity falls with the number of objects that differ."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from coevolve.data.shapes import COLOR_NAMES, SHAPES, Scene, ShapeObject, render
+from coevolve.data.shapes.layout import random_boxes
+from coevolve.trajectory import IMAGE, Segment, Trajectory
+from rewards import ImageSimilarity, Reconstruction, build_scorer
+from rewards.check import shapes_pairs
+
+PAIRS = shapes_pairs(18, seed=9)
+SELF, OTHER = PAIRS[0::2], PAIRS[1::2]  # source vs itself; source vs the violating render
+
+
+def _scores(scorer, trajectories) -> np.ndarray:
+    return np.array(scorer.score(trajectories).scores)
+
+
+def test_shapes_itself_is_one_a_different_scene_clearly_lower():
+    scorer = Reconstruction(embedder="shapes")
+    assert (_scores(scorer, SELF) == 1.0).all()
+    other = _scores(scorer, OTHER)
+    print(f"shapes similarity, render vs its violation: mean {other.mean():.3f}, max {other.max():.3f}")
+    assert (other < 1.0).all() and other.mean() < 0.8
+    # A render of an unrelated scene (another pair's source) scores lower still.
+    unrelated = [
+        Trajectory(
+            id=f"u{i}",
+            group="u",
+            prompt="p",
+            program="t",
+            segments=[Segment(IMAGE, "image", image=b.source_image)],
+            source_image=a.source_image,
+        )
+        for i, (a, b) in enumerate(itertools.pairwise(SELF))
+    ]
+    assert _scores(scorer, unrelated).mean() < 0.5
+
+
+def _varied(rng: np.random.Generator, scene: Scene, k: int) -> Scene:
+    """`scene` with `k` of its objects (chosen at random) redrawn in the same box with another shape and colour."""
+    objects = list(scene.objects)
+    for index in rng.choice(len(objects), size=k, replace=False):
+        old = objects[index]
+        shape = str(rng.choice([s for s in SHAPES if s != old.shape]))
+        color = str(rng.choice([c for c in COLOR_NAMES if c != old.color]))
+        objects[index] = ShapeObject(shape, color, old.box)
+    return Scene(tuple(objects))
+
+
+def differing_objects_figures(num_scenes: int = 30, num_objects: int = 4, seed: int = 0) -> list[float]:
+    """Mean shapes similarity of a render to the same scene with k = 0..num_objects objects changed."""
+    similarity = Reconstruction(embedder="shapes").similarity
+    means = []
+    for k in range(num_objects + 1):
+        values = []
+        for s in range(num_scenes):
+            rng = np.random.default_rng([seed, s])
+            boxes = random_boxes(rng, num_objects)
+            scene = Scene(tuple(ShapeObject(str(rng.choice(SHAPES)), str(rng.choice(COLOR_NAMES)), b) for b in boxes))
+            values.extend(similarity([render(scene)], [render(_varied(rng, scene, k))]))
+        means.append(float(np.mean(values)))
+    return means
+
+
+def test_shapes_similarity_falls_with_each_differing_object():
+    means = differing_objects_figures()
+    print("shapes similarity by number of differing objects (of 4), 30 scenes each:", [round(m, 3) for m in means])
+    assert means[0] == 1.0
+    assert all(a >= b for a, b in itertools.pairwise(means))  # non-increasing
+    assert all(a > b for a, b in itertools.pairwise(means))  # in fact strictly, at every step
+    assert means[-1] < 0.5
+
+
+def test_pixels():
+    scorer = Reconstruction(embedder="pixels")
+    assert (_scores(scorer, SELF) == 1.0).all()
+    assert (_scores(scorer, OTHER) < 1.0).all()
+
+
+@pytest.mark.parametrize("model", ["tiny_clip_dir", "tiny_siglip_dir"])
+def test_clip_embedder_by_path(model, request):
+    from transformers import AutoModel, AutoProcessor
+
+    path = request.getfixturevalue(model)
+    scorer = Reconstruction(embedder="clip", model_path=str(path), batch_size=5)
+    np.testing.assert_allclose(_scores(scorer, SELF), 1.0, atol=1e-5)
+    other = _scores(scorer, OTHER)
+    assert (other < 1.0 - 1e-6).all()
+    # The cosine of the model's own image features, computed here by hand.
+    model_, processor = AutoModel.from_pretrained(path), AutoProcessor.from_pretrained(path)
+    with torch.no_grad():
+        a = model_.get_image_features(
+            **processor(images=[t.source_image for t in OTHER], return_tensors="pt")
+        ).pooler_output
+        b = model_.get_image_features(
+            **processor(images=[t.image("image") for t in OTHER], return_tensors="pt")
+        ).pooler_output
+    np.testing.assert_allclose(other, torch.nn.functional.cosine_similarity(a, b).numpy(), rtol=1e-4)
+
+
+def test_policy_embedder_is_the_janus_vision_encoder(tiny_checkpoint, tiny_adapter):
+    scorer = Reconstruction(embedder="policy", model_path=str(tiny_checkpoint))
+    np.testing.assert_allclose(_scores(scorer, SELF), 1.0, atol=1e-5)
+    other = _scores(scorer, OTHER)
+    assert (other < 1.0 - 1e-6).all()
+    pixels = tiny_adapter.processor.image_processor(
+        [t.source_image for t in OTHER[:2]] + [t.image("image") for t in OTHER[:2]], return_tensors="pt"
+    )
+    with torch.no_grad():
+        pooled = tiny_adapter.model.model.vision_model(pixels["pixel_values"]).last_hidden_state.mean(1)
+    np.testing.assert_allclose(
+        other[:2], torch.nn.functional.cosine_similarity(pooled[:2], pooled[2:]).numpy(), rtol=1e-4
+    )
+
+
+class HalfPixels(ImageSimilarity):
+    """A user's similarity, plugged in by `_target_`."""
+
+    def __call__(self, sources, targets):
+        return [0.5 for _ in sources]
+
+
+def test_user_similarity_by_target_and_bad_options():
+    scorer = build_scorer({"name": "reconstruction", "embedder": {"_target_": f"{__name__}.HalfPixels"}})
+    assert scorer.score(SELF[:3]).scores == [0.5, 0.5, 0.5]
+    with pytest.raises(ValueError, match="uses no model; remove"):
+        Reconstruction(embedder="shapes", model_path="/somewhere")
+    with pytest.raises(ValueError, match="'clip' needs model_path"):
+        Reconstruction(embedder="clip")
+    with pytest.raises(ValueError, match="unknown embedder 'dino'"):
+        Reconstruction(embedder="dino")
+    orphan = Trajectory(
+        id="lonely", group="g", prompt="p", program="t", segments=[Segment(IMAGE, "image", image=SELF[0].source_image)]
+    )
+    with pytest.raises(ValueError, match=r"\['lonely'\] have no source_image"):
+        Reconstruction().score([orphan])

@@ -1,0 +1,44 @@
+"""`shapes_verifier` on seeded shapes pairs: binary and graded, the image it reads, missing metadata."""
+
+from __future__ import annotations
+
+import pytest
+
+from coevolve.trajectory import REGEN_IMAGE, Segment
+from rewards import FINAL, ShapesVerifier
+from rewards.check import shapes_pairs
+
+PAIRS = shapes_pairs(24, seed=11)
+POSITIVES, NEGATIVES = PAIRS[0::2], PAIRS[1::2]
+
+
+def test_binary_scores_ground_truth_and_violations():
+    verifier = ShapesVerifier()
+    assert verifier.score(POSITIVES).scores == [1.0] * len(POSITIVES)
+    negatives = verifier.score(NEGATIVES)
+    assert negatives.scores == [0.0] * len(NEGATIVES)
+    assert all(not d["correct"] and d["reasons"] for d in negatives.details)
+
+
+def test_graded_is_the_fraction_of_clauses_met():
+    graded = ShapesVerifier(graded=True).score(NEGATIVES)
+    by_tag = {t.metadata["tag"]: s for t, s in zip(NEGATIVES, graded.scores)}
+    assert by_tag["two_object"] == 0.5  # one of the two objects is replaced
+    assert by_tag["single_object"] == 0.0
+    assert all(0.0 <= s < 1.0 for s in graded.scores)
+    assert [d["clauses_met"] for d in graded.details] == graded.scores
+
+
+def test_segment_selects_the_image_read():
+    positive, trajectory = shapes_pairs(1, seed=3)  # the negative's first image violates the prompt
+    trajectory.segments.append(Segment(REGEN_IMAGE, "image", image=positive.image("image")))
+    assert ShapesVerifier().score([trajectory]).scores == [0.0]
+    assert ShapesVerifier(segment=REGEN_IMAGE).score([trajectory]).scores == [1.0]
+    assert ShapesVerifier(segment=FINAL).score([trajectory]).scores == [1.0]  # the regenerated image when there is one
+
+
+def test_missing_metadata_names_the_sample():
+    trajectory = shapes_pairs(1, seed=3)[0]
+    trajectory.metadata.clear()
+    with pytest.raises(KeyError, match="pair0/positive"):
+        ShapesVerifier().score([trajectory])
