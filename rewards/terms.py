@@ -134,7 +134,7 @@ def _chunks(groups: dict[str, list[int]], parts: int) -> list[list[int]]:
     order = list(groups.values())
     parts = max(1, min(parts, len(order)))
     bounds = np.linspace(0, len(order), parts + 1).round().astype(int)
-    return [[i for members in order[a:b] for i in members] for a, b in itertools.pairwise(bounds)]
+    return [[i for members in order[a:b] for i in members] for a, b in itertools.pairwise(bounds) if b > a]
 
 
 class RewardTerms:
