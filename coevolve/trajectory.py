@@ -135,6 +135,14 @@ class Trajectory:
         return segment.image
 
     @property
+    def final_image_name(self) -> str:
+        """The segment of the final image: `info["final_image"]` when the program recorded it (the
+        introspective program: the last image its self-check accepted, else the last drawn),
+        otherwise the regenerated image when there is one, else the first image."""
+        if "final_image" in self.info:
+            return self.info["final_image"]
+        return REGEN_IMAGE if self.has(REGEN_IMAGE) else IMAGE
+
+    @property
     def final_image(self) -> Image.Image:
-        """The regenerated image when there is one, else the first image."""
-        return self.image(REGEN_IMAGE if self.has(REGEN_IMAGE) else IMAGE)
+        return self.image(self.final_image_name)

@@ -28,7 +28,7 @@ from coevolve.model.images import decode_images, decode_pixels
 from coevolve.model.introspection import CAPTION_QUESTION, JUDGE_ANSWERS, JUDGE_QUESTION
 from coevolve.model.packing import pack, trunk
 from coevolve.model.sampler import ImageSample, TextSample, sample_images, sample_text
-from coevolve.model.sampling import DEFAULT_SAMPLING, Sampling, choose
+from coevolve.model.sampling import DEFAULT_SAMPLING, Generators, Sampling, choose
 from coevolve.model.scoring import Scores, score
 from coevolve.model.segments import GenImage, SeenImage, Sequence, Text, validate
 from coevolve.model.spec import JanusSpec
@@ -39,6 +39,8 @@ from coevolve.utils.fs import atomic_output_dir
 class Judgement:
     p_yes: torch.Tensor  # (B,) float32: p(Yes) / (p(Yes) + p(No)) for the first answer token
     answers: list[str] | None = None  # the drawn answer per image, when a reason was asked for
+    answer_ids: list[list[int]] | None = None  # its token ids (the first one drawn, any others forced)
+    answer_logprobs: torch.Tensor | None = None  # (B,) log-prob of the drawn first token, constrained to the pair
     reasons: TextSample | None = None  # the reason sampled after each drawn answer
 
 
@@ -153,7 +155,7 @@ class JanusAdapter:
         n: int = 1,
         guidance: Guidance = DEFAULT_GUIDANCE,
         sampling: Sampling = DEFAULT_SAMPLING,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | Generators | None = None,
     ) -> ImageSample:
         return sample_images(
             self.model,
@@ -173,7 +175,7 @@ class JanusAdapter:
         sampling: Sampling = DEFAULT_SAMPLING,
         stop_strings: tuple[str, ...] = (),
         stop_ids: tuple[int, ...] = (),
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | Generators | None = None,
     ) -> TextSample:
         return sample_text(
             self.model,
@@ -229,11 +231,13 @@ class JanusAdapter:
         reason: bool = False,
         max_reason_tokens: int = 64,
         sampling: Sampling = DEFAULT_SAMPLING,
-        generator: torch.Generator | None = None,
+        stop_ids: tuple[int, ...] = (),
+        generator: torch.Generator | Generators | None = None,
     ) -> Judgement:
         """Ask, per (image, prompt), `question`; the first answer token is constrained to the
         first tokens of `answers`. With `reason`, an answer is drawn from that constrained
-        distribution and the rest of the reply sampled after it."""
+        distribution (under `sampling`) and the rest of the reply sampled after it, ending at EOS,
+        a `stop_ids` token or `max_reason_tokens`."""
         if len(images) != len(prompts):
             raise ValueError(f"judge got {len(images)} images for {len(prompts)} prompts")
         contexts = self._validated(
@@ -247,15 +251,22 @@ class JanusAdapter:
         p_yes = pair.float().softmax(-1)[:, 0].cpu()
         if not reason:
             return Judgement(p_yes=p_yes)
-        drawn, _ = choose(pair, sampling, generator)
+        drawn, drawn_logprobs = choose(pair, sampling, generator)
         replies = [yes_ids if int(d) == 0 else no_ids for d in drawn]
         reasons = self.sample_text(
             [context + (Text(torch.tensor(reply)),) for context, reply in zip(contexts, replies)],
             max_new_tokens=max_reason_tokens,
             sampling=sampling,
+            stop_ids=stop_ids,
             generator=generator,
         )
-        return Judgement(p_yes=p_yes, answers=[answers[int(d)] for d in drawn], reasons=reasons)
+        return Judgement(
+            p_yes=p_yes,
+            answers=[answers[int(d)] for d in drawn],
+            answer_ids=replies,
+            answer_logprobs=drawn_logprobs.float().cpu(),
+            reasons=reasons,
+        )
 
     # -- teacher-forced log-probs ------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from transformers.generation.stopping_criteria import StopStringCriteria
 from coevolve.model.guidance import DEFAULT_GUIDANCE, Guidance, guide
 from coevolve.model.kv_cache import SharedPrefixCache, growing_cache, shared_prefix_decoding
 from coevolve.model.packing import Packed, embed, pack
-from coevolve.model.sampling import DEFAULT_SAMPLING, Sampling, choose, forbid
+from coevolve.model.sampling import DEFAULT_SAMPLING, Generators, Sampling, choose, forbid
 from coevolve.model.segments import GenImage, Sequence, Text, sequence_length
 from coevolve.model.spec import JanusSpec
 
@@ -139,7 +139,7 @@ def sample_images(
     n: int = 1,
     guidance: Guidance = DEFAULT_GUIDANCE,
     sampling: Sampling = DEFAULT_SAMPLING,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Generators | None = None,
 ) -> ImageSample:
     """Draw `n` images for each prompt (a validated sequence; the image opens after its last segment)."""
     if n < 1:
@@ -185,7 +185,7 @@ def sample_text(
     sampling: Sampling = DEFAULT_SAMPLING,
     stop_ids: tuple[int, ...] = (),
     stop_strings: tuple[str, ...] = (),
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Generators | None = None,
 ) -> TextSample:
     """Draw `n` completions per prompt, each ending at EOS, a `stop_ids` token, a `stop_strings`
     match (the completing token included) or after `max_new_tokens`."""
