@@ -1,0 +1,422 @@
+"""Rollout programs: the recipe of one trajectory, sampled batched over every row of a batch.
+
+A program turns `RolloutItem`s (a prompt, or a source image) into `num_generations`
+`coevolve.trajectory.Trajectory`s each — trajectory id `"{item.id}/{k}"`, group `item.id` — in
+item order. Every segment keeps the ids the model wrote, the log-probs they were sampled under and
+a mask (True: a token the policy drew and a loss may train).
+
+`IntrospectiveT2I` (Janus-Pro-R1), in the format of `coevolve.model.introspection`:
+
+    plan → image → verdict → [reflection → regen_image → (regen_verdict)] × (max_rounds − 1)
+
+1. the plan in the image turn (stops at `PLAN_STOP`), the prompt prefilled once per group;
+2. the image after it, with CFG (`guidance`);
+3. the verdict in its own self-check turn: the first answer token drawn from the distribution
+   restricted to " Yes"/" No" (its log-prob is that restricted distribution's), the reason sampled
+   after it up to EOS; `info["p_yes"]` = P(Yes) against P(No) of that first token at temperature 1;
+4. another round — when `regenerate` is `always`, or `on_no` and the verdict parses as a No, and
+   fewer than `max_rounds` images were drawn — continues the image turn: the previous image's
+   codes (context, never trained), the verdict without its EOS, a reflection (stops at
+   `REFLECTION_STOP`) and a new image. A regenerated image is judged only when a further round
+   may follow. Segment names of round r ≥ 2: `reflection`, `regen_image`, `regen_verdict` for
+   r = 2; with `_{r-1}` appended after that (`reflection_2`, `regen_image_2`, ... for r = 3).
+
+The final image (`info["final_image"]`, read by `Trajectory.final_image`) is the last image whose
+verdict parses as a Yes, else the last image drawn.
+
+`Reconstruction` (UAE): the source image through the understanding path → `caption` (stops at
+EOS) → `image` drawn in `adapter.image_prompt(caption text)` with CFG. The `reconstruction`
+scorer compares it with `trajectory.source_image`.
+
+Randomness: each row draws from its own generators, seeded with
+`row_seed(seed, step, item.id, k, stage)` for every stage (plan, image, verdict, ...), so a
+trajectory depends on its seed alone, not on the batch or worker it is sampled in (`sampling.py`).
+`timings` holds the last call's seconds per phase; each trajectory's `info["seconds"]` its share.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from PIL import Image
+
+from coevolve.model.adapter import JanusAdapter, Judgement
+from coevolve.model.guidance import DEFAULT_GUIDANCE, Guidance
+from coevolve.model.introspection import PLAN_STOP, REFLECTION_STOP, parse_verdict
+from coevolve.model.sampling import DEFAULT_SAMPLING, Sampling, row_generators, row_seed
+from coevolve.model.segments import GenImage, Text, sequence_length
+from coevolve.model.segments import Sequence as ModelSequence
+from coevolve.trajectory import CAPTION, IMAGE, PLAN, REFLECTION, REGEN_IMAGE, VERDICT, Segment, Trajectory
+
+REGENERATE = ("always", "never", "on_no")
+REGEN_VERDICT = "regen_verdict"
+
+
+@dataclass
+class RolloutItem:
+    """One prompt (T2I) or source image (reconstruction) of a batch. `id` must be unique in a batch
+    and stable across runs: it names the group and seeds the rows."""
+
+    id: str
+    prompt: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    image: Image.Image | None = None
+
+
+def round_names(round_: int) -> tuple[str, str, str]:
+    """(reflection, image, verdict) segment names of round `round_` (1 = plan, image, verdict)."""
+    if round_ == 1:
+        return "", IMAGE, VERDICT
+    suffix = "" if round_ == 2 else f"_{round_ - 1}"
+    return REFLECTION + suffix, REGEN_IMAGE + suffix, REGEN_VERDICT + suffix
+
+
+def _text_segment(name: str, ids: torch.Tensor, logprobs: torch.Tensor, text: str, mask=None) -> Segment:
+    mask = torch.ones(len(ids), dtype=torch.bool) if mask is None else mask
+    return Segment(name, "text", ids=ids.cpu(), logprobs=logprobs.float().cpu(), mask=mask, text=text)
+
+
+def _image_segment(name: str, codes: torch.Tensor, logprobs: torch.Tensor, image: Image.Image) -> Segment:
+    return Segment(
+        name,
+        "image",
+        ids=codes.cpu(),
+        logprobs=logprobs.float().cpu(),
+        mask=torch.ones(len(codes), dtype=torch.bool),
+        image=image,
+    )
+
+
+class Program:
+    """Base of the rollout programs: rows, seeds, timings, input checks."""
+
+    name: ClassVar[str]
+    phases: ClassVar[tuple[str, ...]]
+
+    def __init__(
+        self,
+        adapter: JanusAdapter,
+        seed: int = 0,
+        num_generations: int = 1,
+        guidance: Guidance = DEFAULT_GUIDANCE,
+        sampling: Sampling = DEFAULT_SAMPLING,
+    ):
+        if num_generations < 1:
+            raise ValueError(f"num_generations must be >= 1, got {num_generations}")
+        self.adapter, self.seed, self.num_generations = adapter, seed, num_generations
+        self.guidance, self.sampling = guidance, sampling
+        self.timings: dict[str, float] = {}
+
+    def _generators(self, items: Sequence[RolloutItem], step: int, stage: str, rows: list[int] | None = None):
+        """One generator per row (all rows, or the row indices `rows`) for `stage`."""
+        n = self.num_generations
+        rows = range(len(items) * n) if rows is None else rows
+        return row_generators([row_seed(self.seed, step, items[r // n].id, r % n, stage) for r in rows])
+
+    @contextmanager
+    def _timed(self, phase: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[phase] = self.timings.get(phase, 0.0) + time.perf_counter() - start
+
+    def _check_ids(self, items: Sequence[RolloutItem]) -> None:
+        if not items:
+            raise ValueError(f"{self.name}: no items given")
+        ids = [item.id for item in items]
+        for item in items:
+            if not isinstance(item.id, str) or not item.id:
+                raise ValueError(f"{self.name}: an item needs a non-empty string id, got {item.id!r}")
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if repeated:
+            raise ValueError(f"{self.name}: item ids repeat: {repeated}")
+
+    def _check_room(self, item: RolloutItem, context: ModelSequence, new_positions: int, what: str) -> None:
+        length = sequence_length(context)
+        room = self.adapter.spec.max_positions
+        if length + new_positions > room:
+            raise ValueError(
+                f"{self.name}: item {item.id!r} is too long: its {what} context is {length} positions and the "
+                f"token budgets add {new_positions}, over the model's {room} positions (prompt {item.prompt[:60]!r})"
+            )
+
+    def check(self, items: Sequence[RolloutItem]) -> None:
+        """Raise a ValueError naming the item for input this program cannot sample; nothing is sampled."""
+        raise NotImplementedError
+
+    def __call__(
+        self, items: Sequence[RolloutItem], step: int = 0, policy_version: int | None = None
+    ) -> list[Trajectory]:
+        raise NotImplementedError
+
+    def _share_timings(self, trajectories: list[Trajectory]) -> None:
+        share = {phase: self.timings.get(phase, 0.0) / len(trajectories) for phase in self.phases}
+        for trajectory in trajectories:
+            trajectory.info["seconds"] = dict(share)
+
+
+class IntrospectiveT2I(Program):
+    """Prompt → plan → image → verdict → (reflection → image)…; see the module docstring."""
+
+    name = "introspective_t2i"
+    phases = ("plan", "image", "decode", "verdict", "regeneration")
+
+    def __init__(
+        self,
+        adapter: JanusAdapter,
+        seed: int = 0,
+        num_generations: int = 1,
+        guidance: Guidance = DEFAULT_GUIDANCE,
+        sampling: Sampling = DEFAULT_SAMPLING,
+        regenerate: str = "on_no",
+        max_rounds: int = 2,
+        max_plan_tokens: int = 48,
+        max_verdict_tokens: int = 48,
+        max_reflection_tokens: int = 64,
+    ):
+        super().__init__(adapter, seed, num_generations, guidance, sampling)
+        if regenerate not in REGENERATE:
+            raise ValueError(f"regenerate must be one of {REGENERATE}, got {regenerate!r}")
+        if max_rounds < 1:
+            raise ValueError(f"max_rounds (images per trajectory at most) must be >= 1, got {max_rounds}")
+        for key, value in (
+            ("max_plan_tokens", max_plan_tokens),
+            ("max_verdict_tokens", max_verdict_tokens),
+            ("max_reflection_tokens", max_reflection_tokens),
+        ):
+            if value < 1:
+                raise ValueError(f"{key} must be >= 1, got {value}")
+        self.regenerate, self.max_rounds = regenerate, max_rounds
+        self.max_plan_tokens, self.max_verdict_tokens = max_plan_tokens, max_verdict_tokens
+        self.max_reflection_tokens = max_reflection_tokens
+
+    def check(self, items: Sequence[RolloutItem]) -> None:
+        self._check_ids(items)
+        image = self.adapter.spec.num_image_tokens + 2
+        rounds = self.max_rounds - 1
+        turn = self.max_plan_tokens + image + rounds * (image + self.max_verdict_tokens + self.max_reflection_tokens)
+        blank = Image.new("RGB", (self.adapter.spec.image_size,) * 2)
+        for item in items:
+            if not isinstance(item.prompt, str) or not item.prompt.strip():
+                raise ValueError(f"{self.name}: item {item.id!r} has an empty prompt")
+            self._check_room(item, self.adapter.image_prompt(item.prompt), turn, "image turn")
+            self._check_room(
+                item, self.adapter.judge_context(blank, item.prompt), self.max_verdict_tokens, "self-check"
+            )
+
+    def _judge(self, images, prompts, generators) -> tuple[Judgement, list[tuple]]:
+        """The self-check of each image: the Judgement and (ids, logprobs, mask, text) of each verdict."""
+        adapter = self.adapter
+        judgement = adapter.judge(
+            images,
+            prompts,
+            reason=True,
+            max_reason_tokens=self.max_verdict_tokens,
+            sampling=self.sampling,
+            stop_ids=(adapter.spec.eos_id,),
+            generator=generators,
+        )
+        verdicts = []
+        for i, answer in enumerate(judgement.answer_ids):
+            reason_ids, reason_logprobs = judgement.reasons.ids[i], judgement.reasons.logprobs[i]
+            # The first answer token was drawn (restricted to Yes/No); further answer tokens are forced.
+            forced = len(answer) - 1
+            ids = torch.cat([torch.tensor(answer), reason_ids])
+            logprobs = torch.cat([judgement.answer_logprobs[i : i + 1], torch.zeros(forced), reason_logprobs])
+            mask = torch.cat(
+                [
+                    torch.tensor([True]),
+                    torch.zeros(forced, dtype=torch.bool),
+                    torch.ones(len(reason_ids), dtype=torch.bool),
+                ]
+            )
+            text = adapter.tokenizer.decode(ids, skip_special_tokens=True)
+            verdicts.append((ids, logprobs, mask, text))
+        return judgement, verdicts
+
+    def __call__(
+        self, items: Sequence[RolloutItem], step: int = 0, policy_version: int | None = None
+    ) -> list[Trajectory]:
+        self.check(items)
+        adapter, n, self.timings = self.adapter, self.num_generations, {}
+        prompts = [items[r // n].prompt for r in range(len(items) * n)]
+        with self._timed("plan"):
+            plans = adapter.sample_text(
+                [adapter.image_prompt(item.prompt) for item in items],
+                max_new_tokens=self.max_plan_tokens,
+                n=n,
+                sampling=self.sampling,
+                stop_strings=(PLAN_STOP,),
+                generator=self._generators(items, step, "plan"),
+            )
+        segments: list[list[Segment]] = [
+            [_text_segment(PLAN, ids, lp, text)] for ids, lp, text in zip(plans.ids, plans.logprobs, plans.texts)
+        ]
+        info: list[dict[str, Any]] = [{} for _ in prompts]
+        # The image context of each row's current round, and the rows still going.
+        contexts = [adapter.image_prompt(prompt) + (Text(ids),) for prompt, ids in zip(prompts, plans.ids)]
+        active = list(range(len(prompts)))
+        accepted: list[str | None] = [None] * len(prompts)
+        last_drawn: list[str] = [IMAGE] * len(prompts)
+        for round_ in range(1, self.max_rounds + 1):
+            reflection_name, image_name, verdict_name = round_names(round_)
+            phase = "regeneration" if round_ > 1 else None
+            if round_ > 1:
+                with self._timed(phase):
+                    reflections = adapter.sample_text(
+                        [contexts[r] for r in active],
+                        max_new_tokens=self.max_reflection_tokens,
+                        sampling=self.sampling,
+                        stop_strings=(REFLECTION_STOP,),
+                        generator=self._generators(items, step, reflection_name, active),
+                    )
+                for r, ids, lp, text in zip(active, reflections.ids, reflections.logprobs, reflections.texts):
+                    segments[r].append(_text_segment(reflection_name, ids, lp, text))
+                    contexts[r] = contexts[r] + (Text(ids),)
+            with self._timed(phase or "image"):
+                drawn = adapter.sample_images(
+                    [contexts[r] for r in active],
+                    guidance=self.guidance,
+                    sampling=self.sampling,
+                    generator=self._generators(items, step, image_name, active),
+                )
+            codes = drawn.codes.cpu()
+            with self._timed(phase or "decode"):
+                images = adapter.decode(codes)
+            for r, row_codes, lp, image in zip(active, codes, drawn.logprobs, images):
+                segments[r].append(_image_segment(image_name, row_codes, lp, image))
+                last_drawn[r] = image_name
+            if round_ > 1 and round_ == self.max_rounds:
+                break  # the last image is not judged: no round follows
+            with self._timed(phase or "verdict"):
+                judgement, verdicts = self._judge(
+                    images, [prompts[r] for r in active], self._generators(items, step, verdict_name, active)
+                )
+            going = []
+            for r, row_codes, p_yes, (ids, lp, mask, text) in zip(active, codes, judgement.p_yes, verdicts):
+                segments[r].append(_text_segment(verdict_name, ids, lp, text, mask))
+                info[r][f"p_yes/{verdict_name}"] = float(p_yes)
+                parsed = parse_verdict(text)
+                if parsed is not None and parsed.matches:
+                    accepted[r] = image_name
+                if self.regenerate == "always" or (
+                    self.regenerate == "on_no" and parsed is not None and not parsed.matches
+                ):
+                    # The image turn goes on: the image as context, the verdict without the EOS that
+                    # closed the self-check turn.
+                    if len(ids) > 1 and int(ids[-1]) == adapter.spec.eos_id:
+                        ids = ids[:-1]
+                    contexts[r] = contexts[r] + (GenImage(row_codes, scored=False), Text(ids))
+                    going.append(r)
+            active = going
+            if not active or round_ == self.max_rounds:
+                break
+        trajectories = []
+        for r, prompt in enumerate(prompts):
+            item, k = items[r // n], r % n
+            row_info = {"p_yes": info[r][f"p_yes/{VERDICT}"], **info[r], "final_image": accepted[r] or last_drawn[r]}
+            row_info["rounds"] = sum(segment.kind == "image" for segment in segments[r])
+            trajectories.append(
+                Trajectory(
+                    id=f"{item.id}/{k}",
+                    group=item.id,
+                    prompt=prompt,
+                    program=self.name,
+                    segments=segments[r],
+                    metadata=dict(item.metadata),
+                    info=row_info,
+                    policy_version=policy_version,
+                )
+            )
+        self._share_timings(trajectories)
+        return trajectories
+
+
+class Reconstruction(Program):
+    """Source image → caption → image from the caption (UAE); see the module docstring."""
+
+    name = "reconstruction"
+    phases = ("caption", "image", "decode")
+
+    def __init__(
+        self,
+        adapter: JanusAdapter,
+        seed: int = 0,
+        num_generations: int = 1,
+        guidance: Guidance = DEFAULT_GUIDANCE,
+        sampling: Sampling = DEFAULT_SAMPLING,
+        max_caption_tokens: int = 32,
+    ):
+        super().__init__(adapter, seed, num_generations, guidance, sampling)
+        if max_caption_tokens < 1:
+            raise ValueError(f"max_caption_tokens must be >= 1, got {max_caption_tokens}")
+        self.max_caption_tokens = max_caption_tokens
+
+    def check(self, items: Sequence[RolloutItem]) -> None:
+        self._check_ids(items)
+        image = self.adapter.spec.num_image_tokens + 2
+        for item in items:
+            if not isinstance(item.image, Image.Image):
+                raise ValueError(f"{self.name}: item {item.id!r} has no source image")  # noqa: TRY004 - bad input
+            self._check_room(item, self.adapter.caption_context(item.image), self.max_caption_tokens, "caption")
+            # The redrawing's context is the caption in the image turn.
+            head = self.adapter.image_prompt("x")
+            self._check_room(item, head, self.max_caption_tokens + image, "image turn")
+
+    def __call__(
+        self, items: Sequence[RolloutItem], step: int = 0, policy_version: int | None = None
+    ) -> list[Trajectory]:
+        self.check(items)
+        adapter, n, self.timings = self.adapter, self.num_generations, {}
+        with self._timed("caption"):
+            captions = adapter.sample_text(
+                [adapter.caption_context(item.image) for item in items],
+                max_new_tokens=self.max_caption_tokens,
+                n=n,
+                sampling=self.sampling,
+                stop_ids=(adapter.spec.eos_id,),
+                generator=self._generators(items, step, "caption"),
+            )
+        texts = [text.strip() for text in captions.texts]
+        with self._timed("image"):
+            drawn = adapter.sample_images(
+                [adapter.image_prompt(text) for text in texts],
+                guidance=self.guidance,
+                sampling=self.sampling,
+                generator=self._generators(items, step, IMAGE),
+            )
+        codes = drawn.codes.cpu()
+        with self._timed("decode"):
+            images = adapter.decode(codes)
+        trajectories = []
+        for r, text in enumerate(texts):
+            item, k = items[r // n], r % n
+            segments = [
+                _text_segment(CAPTION, captions.ids[r], captions.logprobs[r], text),
+                _image_segment(IMAGE, codes[r], drawn.logprobs[r], images[r]),
+            ]
+            trajectories.append(
+                Trajectory(
+                    id=f"{item.id}/{k}",
+                    group=item.id,
+                    prompt=item.prompt,
+                    program=self.name,
+                    segments=segments,
+                    metadata=dict(item.metadata),
+                    source_image=item.image,
+                    info={"final_image": IMAGE},
+                    policy_version=policy_version,
+                )
+            )
+        self._share_timings(trajectories)
+        return trajectories
+
+
+PROGRAMS: dict[str, type[Program]] = {IntrospectiveT2I.name: IntrospectiveT2I, Reconstruction.name: Reconstruction}
+"""Rollout programs by name (`rollout.program` in config)."""
