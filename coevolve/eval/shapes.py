@@ -4,7 +4,8 @@ The shapes verifier is the independent judge (DESIGN.md section 4). Four measure
 drawn from one `torch.Generator` seeded with `config.seed`, so the same checkpoint and config
 give the same figures:
 
-- introspective trajectories (`introspective.py`) on a fixed prompt set, `num_prompts_per_category`
+- introspective trajectories, sampled by the rollout program `IntrospectiveT2I` (one per prompt,
+  regeneration on a parsed No, at most 2 images) on a fixed prompt set, `num_prompts_per_category`
   per GenEval category: first- and final-image accuracy, format rate, and the accuracy of the
   model's own verdicts (sampled text and P(yes) > 0.5) on its own first images;
 - the self-check on held-out ground-truth renders, half of which violate their prompt;
@@ -12,6 +13,8 @@ give the same figures:
 
 Example sets: prompts are `sample_example(derive_seed(seed, i), tag)`; held-out renders
 `balanced_examples(n, seed + 1)`; caption renders the positives of `derive_seed(seed + 2, i)`.
+Trajectory i draws from its own per-row generators (`row_seed(seed, 0, str(i), 0, stage)`), so
+its samples do not depend on `batch_size`; the held-out verdicts and captions share one generator.
 Every accuracy is `{"n", "correct", "accuracy", "per_category": {tag: {"n", "correct",
 "accuracy"}}}` with accuracy None for an empty group.
 """
@@ -30,11 +33,12 @@ from PIL import Image
 
 from coevolve.data.shapes import IMAGE_SIZE, TAGS, balanced_examples, derive_seed, sample_example, verify
 from coevolve.data.shapes.describe import parse_caption
-from coevolve.eval.introspective import Trajectory, sample_trajectories
 from coevolve.model.adapter import JanusAdapter
 from coevolve.model.guidance import Guidance
-from coevolve.model.introspection import parse_verdict
+from coevolve.model.introspection import is_plan, parse_reflection, parse_verdict
 from coevolve.model.sampling import Sampling
+from coevolve.rollout.programs import IntrospectiveT2I, RolloutItem
+from coevolve.trajectory import IMAGE, PLAN, REFLECTION, REGEN_IMAGE, VERDICT, Trajectory
 from coevolve.utils.fs import atomic_output_dir, check_output_dir
 
 GRID_COLUMNS = len(TAGS)  # prompts are interleaved by category, so a grid column is one category
@@ -78,7 +82,8 @@ class ShapesEvalConfig:
     num_heldout_renders: int = 120
     # Ground-truth renders (all satisfying) to caption (0 = skip).
     num_caption_images: int = 60
-    # Prompts or images per model call; changes memory and speed, and which rows share a random stream.
+    # Prompts or images per model call; changes memory and speed (and, for the held-out verdicts and
+    # captions, which rows share a random stream; trajectories have their own).
     batch_size: int = 32
 
     def __post_init__(self) -> None:
@@ -120,18 +125,21 @@ def evaluate_shapes(
     examples = [
         sample_example(derive_seed(config.seed, i), tag) for i in range(config.num_prompts_per_category) for tag in TAGS
     ]
+    program = IntrospectiveT2I(
+        adapter,
+        seed=config.seed,
+        guidance=guidance,
+        sampling=config.sampling,
+        regenerate="on_no",
+        max_rounds=2,
+        max_plan_tokens=config.max_plan_tokens,
+        max_verdict_tokens=config.max_verdict_tokens,
+        max_reflection_tokens=config.max_reflection_tokens,
+    )
+    items = [RolloutItem(str(i), example.prompt) for i, example in enumerate(examples)]
     trajectories: list[Trajectory] = []
-    for batch in _batches(examples, config.batch_size):
-        trajectories += sample_trajectories(
-            adapter,
-            [example.prompt for example in batch],
-            guidance,
-            config.sampling,
-            config.max_plan_tokens,
-            config.max_verdict_tokens,
-            config.max_reflection_tokens,
-            generator,
-        )
+    for batch in _batches(items, config.batch_size):
+        trajectories += program(batch)
     rows = [_trajectory_row(example, trajectory) for example, trajectory in zip(examples, trajectories)]
     figures = {
         **_trajectory_figures(rows),
@@ -151,7 +159,7 @@ def evaluate_shapes(
         with atomic_output_dir(out_dir, overwrite=overwrite) as staging:
             (staging / "eval.json").write_text(json.dumps(figures, indent=2) + "\n")
             (staging / "trajectories.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-            _grid([trajectory.image for trajectory in trajectories]).save(staging / "grid.png")
+            _grid([trajectory.image(IMAGE) for trajectory in trajectories]).save(staging / "grid.png")
     return figures
 
 
@@ -165,24 +173,37 @@ def _verifiable(image: Image.Image) -> Image.Image:
     return image if image.size == (IMAGE_SIZE, IMAGE_SIZE) else image.resize((IMAGE_SIZE,) * 2, Image.Resampling.BOX)
 
 
+def _text(trajectory: Trajectory, name: str) -> str | None:
+    return trajectory.text(name) if trajectory.has(name) else None
+
+
 def _trajectory_row(example, trajectory: Trajectory) -> dict:
-    first = verify(_verifiable(trajectory.image), example.metadata)
-    second = None if trajectory.regen_image is None else verify(_verifiable(trajectory.regen_image), example.metadata)
-    parsed = trajectory.parsed_verdict
+    """Eval's row of one trajectory: its texts, whether each part is in the format, and the
+    verifier's verdict on each image. In format: plan and verdict parse; after a No, the
+    reflection parses and a second image exists."""
+    first = verify(_verifiable(trajectory.image(IMAGE)), example.metadata)
+    regenerated = trajectory.has(REGEN_IMAGE)
+    second = verify(_verifiable(trajectory.image(REGEN_IMAGE)), example.metadata) if regenerated else None
+    plan, verdict, reflection = (_text(trajectory, name) for name in (PLAN, VERDICT, REFLECTION))
+    parsed = None if verdict is None else parse_verdict(verdict)
+    says_no = parsed is not None and not parsed.matches
+    reflection_in_format = reflection is not None and parse_reflection(reflection) is not None
+    plan_in_format = plan is not None and is_plan(plan)
+    in_format = plan_in_format and parsed is not None and (not says_no or (reflection_in_format and regenerated))
     return {
         "prompt": example.prompt,
         "tag": example.tag,
         "seed": example.seed,
-        "plan": trajectory.plan,
-        "plan_in_format": trajectory.plan_in_format,
-        "verdict": trajectory.verdict,
+        "plan": plan,
+        "plan_in_format": plan_in_format,
+        "verdict": verdict,
         "verdict_in_format": parsed is not None,
         "verdict_says_yes": None if parsed is None else parsed.matches,
-        "p_yes": trajectory.p_yes,
-        "reflection": trajectory.reflection,
-        "reflection_in_format": trajectory.reflection_in_format,
-        "regenerated": trajectory.regen_image is not None,
-        "in_format": trajectory.in_format,
+        "p_yes": trajectory.info.get("p_yes"),
+        "reflection": reflection,
+        "reflection_in_format": reflection_in_format,
+        "regenerated": regenerated,
+        "in_format": in_format,
         "image_correct": first.correct,
         "image_reasons": first.reasons,
         "regen_image_correct": None if second is None else second.correct,

@@ -1,7 +1,8 @@
-"""`evaluate_shapes` on the untrained tiny checkpoint, and the trajectory pieces it is built from.
+"""`evaluate_shapes` on the untrained tiny checkpoint, and the rows and figures it builds.
 
 An untrained model almost never writes parsable text, so the No → reflection → second image
-branch is tested on hand-built trajectories (`regenerate`, `continuation_context`, the figures).
+branch of the figures is tested on hand-built trajectories (the rollout program's regeneration is
+tested in tests/rollout).
 """
 
 from __future__ import annotations
@@ -10,16 +11,13 @@ import dataclasses
 import json
 
 import pytest
-import torch
 from PIL import Image
 
 from coevolve.data.shapes import TAGS, render, sample_example
-from coevolve.eval import ShapesEvalConfig, Trajectory, continuation_context, evaluate_shapes, regenerate
+from coevolve.eval import ShapesEvalConfig, evaluate_shapes
 from coevolve.eval.shapes import _trajectory_figures, _trajectory_row
-from coevolve.model.guidance import Guidance
 from coevolve.model.introspection import YES_VERDICT, reflection_text, verdict_text
-from coevolve.model.sampling import Sampling
-from coevolve.model.segments import GenImage, Text, validate
+from coevolve.trajectory import Segment, Trajectory
 from coevolve.utils.fs import OutputExistsError
 
 TINY = ShapesEvalConfig(
@@ -138,73 +136,32 @@ def test_bad_config_values_name_the_field(field, value):
         ShapesEvalConfig(**{field: value})
 
 
-# -- the trajectory pieces, on hand-built texts ----------------------------------------------
+# -- rows and figures of hand-built trajectories ----------------------------------------------
 
 
-def _trajectory(
-    adapter, prompt: str, verdict: str, image: Image.Image, plan: str = " Plan: a red circle in the centre."
-):
-    codes = torch.arange(adapter.spec.num_image_tokens) % adapter.spec.codebook_size
-    return Trajectory(
-        prompt=prompt,
-        plan_ids=adapter.text(plan).ids,
-        plan=plan,
-        codes=codes,
-        image=image,
-        verdict_ids=torch.cat([adapter.text(verdict).ids, torch.tensor([adapter.spec.eos_id])]),
-        verdict=verdict,
-        p_yes=0.25,
-    )
+def _trajectory(prompt: str, verdict: str, image: Image.Image, plan: str = " Plan: a red circle in the centre.",
+                reflection: str | None = None, regen_image: Image.Image | None = None) -> Trajectory:  # fmt: skip
+    segments = [Segment("plan", "text", text=plan), Segment("image", "image", image=image),
+                Segment("verdict", "text", text=verdict)]  # fmt: skip
+    if reflection is not None:
+        segments.append(Segment("reflection", "text", text=reflection))
+    if regen_image is not None:
+        segments.append(Segment("regen_image", "image", image=regen_image))
+    return Trajectory(id="0/0", group="0", prompt=prompt, program="introspective_t2i", segments=segments,
+                      info={"p_yes": 0.25})  # fmt: skip
 
 
-def test_continuation_context_continues_the_image_turn_after_a_no(tiny_adapter):
-    adapter = tiny_adapter
-    no = verdict_text(False, "there is no circle")
-    trajectory = _trajectory(adapter, "a photo of a circle", no, render(sample_example(0, "single_object").scene))
-    context = continuation_context(adapter, trajectory)
-    head = adapter.image_prompt("a photo of a circle")
-    assert len(context) == len(head) + 3
-    assert all(torch.equal(a.ids, b.ids) for a, b in zip(context, head))
-    plan, image, verdict = context[len(head) :]
-    assert isinstance(plan, Text) and torch.equal(plan.ids, trajectory.plan_ids)
-    assert isinstance(image, GenImage) and not image.scored and torch.equal(image.codes, trajectory.codes)
-    # The verdict's EOS closes the self-check turn only; in the image turn the reflection follows.
-    assert isinstance(verdict, Text) and torch.equal(verdict.ids, trajectory.verdict_ids[:-1])
-    assert adapter.tokenizer.decode(verdict.ids) == no
-    validate(context, adapter.spec)
-
-
-def test_regenerate_reflects_and_redraws_only_after_a_no(tiny_adapter):
-    adapter = tiny_adapter
-    image = render(sample_example(0, "single_object").scene)
-    no = _trajectory(adapter, "a photo of a circle", verdict_text(False, "there is no circle"), image)
-    yes = _trajectory(adapter, "a photo of a square", YES_VERDICT, image)
-    unparsable = _trajectory(adapter, "a photo of a cross", " No idea", image)
-    assert no.says_no and not yes.says_no and not unparsable.says_no
-    done = regenerate(
-        adapter, [yes, no, unparsable], Guidance(2.0), Sampling(), max_reflection_tokens=5,
-        generator=torch.Generator().manual_seed(0),
-    )  # fmt: skip
-    assert done == [no]
-    assert 1 <= len(no.reflection_ids) <= 5 and isinstance(no.reflection, str)
-    assert no.regen_codes.shape == (adapter.spec.num_image_tokens,) and no.regen_image.size == (64, 64)
-    assert no.final_image is no.regen_image
-    for untouched in (yes, unparsable):
-        assert untouched.reflection is None and untouched.regen_image is None and untouched.final_image is image
-
-
-def test_format_and_figures_of_a_corrected_trajectory(tiny_adapter):
-    adapter = tiny_adapter
+def test_format_and_figures_of_a_corrected_trajectory():
     example = sample_example(5, "colors")
     wrong = render(sample_example(5, "colors", satisfies=False).scene)
     reason = example.violation if example.violation else "the colour is wrong"
-    corrected = _trajectory(adapter, example.prompt, verdict_text(False, reason), wrong, plan=example.plan)
-    assert corrected.plan_in_format and corrected.says_no and not corrected.in_format  # no second image yet
-    corrected.reflection, corrected.regen_image = reflection_text(reason), render(example.scene)
-    assert corrected.in_format
-    confident = _trajectory(adapter, example.prompt, YES_VERDICT, render(example.scene), plan=example.plan)
-    assert confident.in_format  # a Yes needs no reflection
+    no = verdict_text(False, reason)
+    half = _trajectory(example.prompt, no, wrong, plan=example.plan)
+    assert not _trajectory_row(example, half)["in_format"]  # a No without its reflection and second image
+    corrected = _trajectory(example.prompt, no, wrong, example.plan, reflection_text(reason), render(example.scene))
+    confident = _trajectory(example.prompt, YES_VERDICT, render(example.scene), plan=example.plan)
     rows = [_trajectory_row(example, corrected), _trajectory_row(example, confident)]
+    assert [row["in_format"] for row in rows] == [True, True]  # a Yes needs no reflection
     assert [row["image_correct"] for row in rows] == [False, True]
     assert [row["regen_image_correct"] for row in rows] == [True, None]
     figures = _trajectory_figures(rows)
@@ -215,3 +172,13 @@ def test_format_and_figures_of_a_corrected_trajectory(tiny_adapter):
     assert own["p_yes"]["accuracy"] == 0.5  # p_yes = 0.25 for both: right only on the wrong image
     assert own["verifier_positive"] == own["verifier_negative"] == 1
     assert own["text"]["per_category"]["colors"]["n"] == 2 and own["text"]["per_category"]["position"]["n"] == 0
+
+
+@pytest.mark.slow
+def test_trajectories_do_not_depend_on_the_batch_size(tiny_adapter, runs):
+    """Each trajectory draws from its own seeded generators: batch 6 gives batch 4's trajectories."""
+    first = runs[0][0]
+    one_batch = evaluate_shapes(tiny_adapter, dataclasses.replace(TINY, batch_size=6, num_heldout_renders=0,
+                                                                  num_caption_images=0))  # fmt: skip
+    for key in ("image_accuracy", "final_image_accuracy", "format_rate", "verdict_accuracy_own"):
+        assert one_batch[key] == first[key], key
