@@ -1,6 +1,6 @@
 """`coevolve` command line: one sub-command per stage (DESIGN.md section 2).
 
-`sft`, `eval` and `rewards` are Hydra apps (`coevolve sft recipe=shapes engine=deepspeed`, `-m`
+`sft`, `eval`, `rewards` and `rollout` are Hydra apps (`coevolve sft recipe=shapes engine=deepspeed`, `-m`
 sweeps; see `coevolve/cli/stages.py`); `bootstrap`, `demo`, `pipeline` and `bench` take plain options.
 """
 
@@ -115,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("sft", "SFT warm start on the task mixture (Hydra overrides: recipe=NAME, key=value, -m)"),
         ("eval", "evaluate model.path on the shapes world (Hydra overrides)"),
         ("rewards", "check the reward terms on seeded shapes pairs (Hydra overrides)"),
+        ("rollout", "run the rollout program once on Ray workers: checkpoint=DIR (Hydra overrides)"),
     ):
         commands.add_parser(stage, help=text, add_help=False)
 
@@ -152,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] in ("sft", "eval", "rewards"):
+    if argv and argv[0] in ("sft", "eval", "rewards", "rollout"):
         # Hydra parses the rest (overrides, -m, --cfg ...) and reports its own errors.
         from coevolve.cli.stages import run_stage
 

@@ -1,4 +1,4 @@
-"""The Hydra-configured stages of the `coevolve` command: `sft`, `eval`, `rewards`.
+"""The Hydra-configured stages of the `coevolve` command: `sft`, `eval`, `rewards`, `rollout`.
 
 `coevolve STAGE [overrides...]` hands the overrides to a Hydra app, so everything Hydra offers
 works: `key=value`, `GROUP=OPTION`, `recipe=NAME`, `-m` sweeps, `--cfg job`. The composed
@@ -73,7 +73,26 @@ def rewards_stage(cfg: DictConfig) -> None:
     print(json.dumps(report, indent=2))
 
 
-STAGES = {"sft": sft_stage, "eval": eval_stage, "rewards": rewards_stage}
+def rollout_stage(cfg: DictConfig) -> None:
+    """The rollout program once on a prompt set, on Ray workers (coevolve/rollout/run.py)."""
+    from coevolve.rollout.run import run_rollout
+
+    config = to_typed(cfg)
+    out_dir = _run_dir() / "rollout" / Path(config.model.path).name
+    # A rerun replaces the last one (the output appears only once complete).
+    summary = run_rollout(config, out_dir, run=str(_run_dir()), overwrite=True)
+    _save_config(cfg, out_dir)
+    print(json.dumps(summary, indent=2))
+
+
+STAGES = {"sft": sft_stage, "eval": eval_stage, "rewards": rewards_stage, "rollout": rollout_stage}
+ALIASES = {"checkpoint": "model.path"}
+"""Short override keys: `checkpoint=DIR` is `model.path=DIR`."""
+
+
+def _expand(override: str) -> str:
+    key, sep, value = override.partition("=")
+    return f"{ALIASES[key]}={value}" if sep and key in ALIASES else override
 
 
 def _reporting(stage: str, function):
@@ -94,7 +113,7 @@ def run_stage(stage: str, overrides: list[str]) -> int:
         _reporting(stage, STAGES[stage])
     )
     argv = sys.argv
-    sys.argv = [f"coevolve {stage}", *overrides]
+    sys.argv = [f"coevolve {stage}", *(_expand(override) for override in overrides)]
     try:
         app()
     finally:

@@ -6,8 +6,9 @@ this dataclass, every key that is merged in — from a group file, a recipe or t
 is checked against it: a misspelt key or a value of the wrong type fails at composition, before
 any work starts, with the full key named. `__post_init__` hooks reject bad combinations.
 
-Groups join as the stages that read them are built (rl, rollout, cluster arrive with the RL
-issues): a key that nothing reads does not exist. `reward` is read by `coevolve rewards` (the
+Groups join as the stages that read them are built (rl arrives with the RL issue): a key that
+nothing reads does not exist. `rollout` and `cluster` are read by `coevolve rollout` and the
+rollout driver (coevolve/rollout/config.py). `reward` is read by `coevolve rewards` (the
 reward designer's check) until RL reads it too.
 """
 
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from omegaconf import MISSING
 
 from coevolve.eval.shapes import ShapesEvalConfig
+from coevolve.rollout.config import ClusterConfig, RolloutConfig
 from rewards.config import RewardConfig
 
 DTYPES = ("float32", "bfloat16")
@@ -172,3 +174,5 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     eval: ShapesEvalConfig = field(default_factory=ShapesEvalConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)  # rewards/config.py; `coevolve rewards` checks it
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)  # coevolve/rollout/config.py
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)  # the Ray cluster of the actors

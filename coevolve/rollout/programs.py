@@ -76,6 +76,15 @@ def round_names(round_: int) -> tuple[str, str, str]:
     return REFLECTION + suffix, REGEN_IMAGE + suffix, REGEN_VERDICT + suffix
 
 
+def continued_context(context: ModelSequence, codes: torch.Tensor, verdict_ids: torch.Tensor, eos_id: int):
+    """The image turn continued after a verdict: `context` (the image's own context), the image's
+    codes (context, never scored), the verdict without the EOS that closed its self-check turn.
+    After round 1 this is `adapter.regeneration_context`, the sequence SFT's regen task trains."""
+    if len(verdict_ids) > 1 and int(verdict_ids[-1]) == eos_id:
+        verdict_ids = verdict_ids[:-1]
+    return (*context, GenImage(codes, scored=False), Text(verdict_ids))
+
+
 def _text_segment(name: str, ids: torch.Tensor, logprobs: torch.Tensor, text: str, mask=None) -> Segment:
     mask = torch.ones(len(ids), dtype=torch.bool) if mask is None else mask
     return Segment(name, "text", ids=ids.cpu(), logprobs=logprobs.float().cpu(), mask=mask, text=text)
@@ -308,11 +317,7 @@ class IntrospectiveT2I(Program):
                 if self.regenerate == "always" or (
                     self.regenerate == "on_no" and parsed is not None and not parsed.matches
                 ):
-                    # The image turn goes on: the image as context, the verdict without the EOS that
-                    # closed the self-check turn.
-                    if len(ids) > 1 and int(ids[-1]) == adapter.spec.eos_id:
-                        ids = ids[:-1]
-                    contexts[r] = contexts[r] + (GenImage(row_codes, scored=False), Text(ids))
+                    contexts[r] = continued_context(contexts[r], row_codes, ids, adapter.spec.eos_id)
                     going.append(r)
             active = going
             if not active or round_ == self.max_rounds:

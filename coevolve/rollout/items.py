@@ -1,0 +1,60 @@
+"""The prompt sets `coevolve rollout` samples: seeded shapes prompts/renders, or a file.
+
+- `shapes`: example i is `sample_example(derive_seed(seed, i), TAGS[i % 6])` (the GenEval
+  categories interleaved); T2I items carry its prompt and `metadata["geneval"]`, reconstruction
+  items also its render (the source image) and `metadata["caption"]`, the world's own caption.
+- a `.txt` file (introspective_t2i): one prompt per line.
+- any other path: a data source in the record schema (`coevolve/data/records.py`: prompt + image),
+  read and decoded by `load_records`, so an unreadable image fails with file, row and field named.
+
+Item ids are `p0000`, `p0001`, ... in order. Empty prompts are refused here with the line named;
+prompts too long for the model are refused by the program's `check` (it knows the budgets).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from coevolve.data.records import load_records
+from coevolve.data.shapes import TAGS, derive_seed, sample_example
+from coevolve.rollout.programs import RolloutItem
+from rewards.shapes_verifier import GENEVAL
+
+
+def _id(index: int) -> str:
+    return f"p{index:04d}"
+
+
+def shapes_items(program: str, num: int, seed: int) -> list[RolloutItem]:
+    items = []
+    for i in range(num):
+        example = sample_example(derive_seed(seed, i), TAGS[i % len(TAGS)])
+        metadata = {GENEVAL: example.metadata, "tag": example.tag}
+        if program == "reconstruction":
+            metadata["caption"] = example.caption
+            items.append(RolloutItem(_id(i), example.prompt, metadata, example.render()))
+        else:
+            items.append(RolloutItem(_id(i), example.prompt, metadata))
+    return items
+
+
+def load_items(source: str, program: str, num: int, seed: int) -> list[RolloutItem]:
+    """`num` items of `source` ("shapes" or a path) for `program`; see the module docstring."""
+    if source == "shapes":
+        return shapes_items(program, num, seed)
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"rollout.source: {path} does not exist")
+    if path.suffix == ".txt":
+        if program == "reconstruction":
+            raise ValueError(f"rollout.source={source}: the reconstruction program needs images, not a prompt list")
+        lines = path.read_text().splitlines()[:num]
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                raise ValueError(f"rollout.source: {path} line {number} is an empty prompt")
+        return [RolloutItem(_id(i), line.strip()) for i, line in enumerate(lines)]
+    records = load_records(path, required=(), limit=num)
+    return [
+        RolloutItem(_id(i), record.prompt, {"tag": record.tag, "caption": record.caption}, record.image)
+        for i, record in enumerate(records)
+    ]
