@@ -1,0 +1,93 @@
+"""The rollout programs in process: the shared Trajectory they write, batch invariance, the
+regeneration policies and the segment names of several rounds, the reconstruction program."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from coevolve.model.guidance import Guidance
+from coevolve.model.sampling import Sampling
+from coevolve.rollout.items import shapes_items
+from coevolve.rollout.programs import IntrospectiveT2I, Reconstruction, RolloutItem, continued_context
+from rewards.reconstruction import Reconstruction as ReconstructionScorer
+
+SMALL = {"max_plan_tokens": 8, "max_verdict_tokens": 6, "max_reflection_tokens": 6}
+
+
+def items(n: int, images: bool = False) -> list[RolloutItem]:
+    return shapes_items("reconstruction" if images else "introspective_t2i", n, seed=7)
+
+
+def test_a_trajectory_is_the_same_alone_and_inside_a_larger_batch(sft_adapter, same_tokens):
+    program = IntrospectiveT2I(sft_adapter, seed=3, num_generations=2, guidance=Guidance(3.0), **SMALL)
+    four = items(4)
+    batch = program(four, step=5)
+    alone = program(four[2:3], step=5)
+    assert [t.id for t in batch] == [f"p{i:04d}/{k}" for i in range(4) for k in range(2)]
+    assert all(same_tokens(x, y) for x, y in zip(alone, batch[4:6]))
+    other_step = program(four[2:3], step=6)
+    assert not same_tokens(other_step[0], alone[0])  # the step is part of every row's seed
+
+
+def test_segments_carry_ids_logprobs_masks_and_the_verdict_is_constrained(sft_adapter):
+    program = IntrospectiveT2I(sft_adapter, seed=1, num_generations=2, regenerate="never", **SMALL)
+    spec = sft_adapter.spec
+    for t in program(items(2), policy_version=7):
+        assert [s.name for s in t.segments] == ["plan", "image", "verdict"] and t.policy_version == 7
+        assert t.group == t.id.split("/")[0] and t.final_image_name == "image" and 0 < t.info["p_yes"] < 1
+        for s in t.segments:
+            assert s.ids.shape == s.logprobs.shape == s.mask.shape and (s.logprobs <= 0).all()
+        assert len(t.segment("image").ids) == spec.num_image_tokens and t.segment("image").mask.all()
+        verdict = t.segment("verdict")
+        assert sft_adapter.tokenizer.decode(verdict.ids[:1]).strip() in ("Yes", "No")  # first token restricted
+        assert set(t.info["seconds"]) == {"plan", "image", "decode", "verdict", "regeneration"}
+
+
+def test_always_regenerates_and_names_every_round_uniquely(sft_adapter):
+    program = IntrospectiveT2I(sft_adapter, seed=2, regenerate="always", max_rounds=3, **SMALL)
+    for t in program(items(2)):
+        assert [s.name for s in t.segments] == [
+            "plan", "image", "verdict", "reflection", "regen_image", "regen_verdict", "reflection_2", "regen_image_2",
+        ]  # fmt: skip
+        assert t.info["rounds"] == 3 and set(t.info) >= {"p_yes/verdict", "p_yes/regen_verdict"}
+        accepted = [name for name, verdict in (("image", "verdict"), ("regen_image", "regen_verdict"))
+                    if t.text(verdict).strip().startswith("Yes, the image matches the prompt.")]  # fmt: skip
+        assert t.final_image_name == (accepted[-1] if accepted else "regen_image_2")
+
+
+def test_the_continued_context_after_round_one_is_the_regeneration_context_sft_trains(sft_adapter):
+    adapter = sft_adapter
+    plan = adapter.text(" Plan: a red circle.").ids
+    codes = torch.arange(adapter.spec.num_image_tokens) % adapter.spec.codebook_size
+    verdict = torch.cat([adapter.text(" No, the image does not match the prompt because x.").ids,
+                         torch.tensor([adapter.spec.eos_id])])  # fmt: skip
+    ours = continued_context(adapter.image_prompt("a red circle") + (adapter.text(" Plan: a red circle."),), codes,
+                             verdict, adapter.spec.eos_id)  # fmt: skip
+    sft = adapter.regeneration_context("a red circle", plan, codes, verdict[:-1])
+    assert len(ours) == len(sft)
+    for a, b in zip(ours, sft):
+        assert type(a) is type(b) and torch.equal(getattr(a, "ids", getattr(a, "codes", None)),
+                                                  getattr(b, "ids", getattr(b, "codes", None)))  # fmt: skip
+
+
+def test_reconstruction_captions_redraws_and_is_scored(sft_adapter):
+    program = Reconstruction(sft_adapter, seed=0, num_generations=2, guidance=Guidance(3.0),
+                             sampling=Sampling(), max_caption_tokens=24)  # fmt: skip
+    sources = items(6, images=True)
+    trajectories = program(sources)
+    assert [s.name for t in trajectories for s in t.segments] == ["caption", "image"] * 12
+    assert all(t.source_image is sources[i // 2].image for i, t in enumerate(trajectories))
+    scores = ReconstructionScorer(embedder="shapes").score(trajectories).scores
+    assert len(scores) == 12 and all(0 <= s <= 1 for s in scores)
+    print(f"mean reconstruction score {sum(scores) / len(scores):.3f}:",
+          [(t.text("caption"), round(s, 3)) for t, s in zip(trajectories, scores)])  # fmt: skip
+
+
+@pytest.mark.parametrize("bad, match", [(" ", "item 'p0001' has an empty prompt"), ("red " * 1000, "item 'p0001' is too long")])
+def test_empty_and_over_long_prompts_are_named(sft_adapter, bad, match):
+    program = IntrospectiveT2I(sft_adapter, **SMALL)
+    batch = items(2)
+    batch[1].prompt = bad
+    with pytest.raises(ValueError, match=match):
+        program(batch)
