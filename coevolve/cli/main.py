@@ -51,6 +51,12 @@ def _bench(args: argparse.Namespace) -> int:
 
         cases = tuple(args.cases.split(",")) if args.cases else CASES
         result = sampler_report(args.model, device=args.device, repeats=args.repeats, cases=cases)
+    elif args.what == "rollout":
+        from coevolve.bench.rollout import rollout_report
+
+        if args.model is None:
+            raise SystemExit("coevolve bench rollout: --model DIR (a checkpoint) is required")
+        result = rollout_report(args.model, repeats=args.repeats)
     else:
         if args.model is None:
             raise SystemExit(
@@ -122,12 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="print a figure as JSON")
     bench.add_argument(
         "what",
-        choices=["verifier", "vq", "sampler"],
+        choices=["verifier", "vq", "sampler", "rollout"],
         help="verifier: accuracy on seeded pairs; vq: fidelity of VQ round trips; "
-        "sampler: images/s of our sampler vs transformers' generate, side by side",
+        "sampler: images/s of our sampler vs transformers' generate, side by side; "
+        "rollout: trajectories/s with 1 and 2 rollout actors and the time share of each phase",
     )
     bench.add_argument(
-        "--model", help="checkpoint directory (for vq; for sampler's tiny cases)"
+        "--model", help="checkpoint directory (for vq and rollout; for sampler's tiny cases)"
     )
     bench.add_argument(
         "--device",
@@ -138,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--repeats",
         type=int,
         default=3,
-        help="sampler: timed runs per sampler and case (median)",
+        help="sampler, rollout: timed runs per case (median)",
     )
     bench.add_argument(
         "--cases",
