@@ -24,7 +24,9 @@ def rollout_report(
     checkpoint: str, num_prompts: int = 8, num_generations: int = 2, repeats: int = 2, workers=(1, 2)
 ) -> dict:
     config = to_typed(
-        compose_config([f"rollout.num_generations={num_generations}", "rollout.unit_size=2", "rollout.worker.num_cpus=1"])
+        compose_config(
+            [f"rollout.num_generations={num_generations}", "rollout.unit_size=2", "rollout.worker.num_cpus=1"]
+        )
     )
     items = shapes_items(config.rollout.program, num_prompts, seed=0)
     trajectories = num_prompts * num_generations

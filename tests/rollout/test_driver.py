@@ -62,7 +62,9 @@ def test_two_actors_match_the_in_process_program_token_for_token(driver, sft_ada
     assert {t.policy_version for t in got} == {0} and driver.stats["units"] == 4
 
 
-def test_a_weight_update_changes_outputs_and_each_trajectory_records_its_version(driver, items, new_weights, same_tokens):
+def test_a_weight_update_changes_outputs_and_each_trajectory_records_its_version(
+    driver, items, new_weights, same_tokens
+):
     before = driver.generate(items, step=STEP)
     driver.push_weights(new_weights, version=1)
     after = driver.generate(items, step=STEP)

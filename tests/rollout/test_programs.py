@@ -84,7 +84,9 @@ def test_reconstruction_captions_redraws_and_is_scored(sft_adapter):
           [(t.text("caption"), round(s, 3)) for t, s in zip(trajectories, scores)])  # fmt: skip
 
 
-@pytest.mark.parametrize("bad, match", [(" ", "item 'p0001' has an empty prompt"), ("red " * 1000, "item 'p0001' is too long")])
+@pytest.mark.parametrize(
+    "bad, match", [(" ", "item 'p0001' has an empty prompt"), ("red " * 1000, "item 'p0001' is too long")]
+)
 def test_empty_and_over_long_prompts_are_named(sft_adapter, bad, match):
     program = IntrospectiveT2I(sft_adapter, **SMALL)
     batch = items(2)
