@@ -6,12 +6,15 @@
   (`clip`);
 - `config` + `terms`: reward terms (scorer, weight, trained segments, failure policy) and
   `RewardTerms`, which turns a batch of `coevolve.trajectory.Trajectory` into `Rewards`;
+- `advantages`: the group baselines and scales (`normalize`: grpo, dr_grpo, rloo ×
+  `scale_rewards`) and the zero-spread groups dynamic sampling drops;
 - `check`: the reward designer's sanity check behind `coevolve rewards`.
 
 Nothing here knows of Ray or the learner: the RL driver calls `RewardTerms`, locally or inside a
 reward actor.
 """
 
+from rewards.advantages import ADVANTAGE_ESTIMATORS, normalize, zero_spread_groups
 from rewards.base import FINAL, SCORERS, Resources, ScoreBatch, Scorer, ScorerError, build_scorer, register_scorer
 from rewards.clip import ClipScore
 from rewards.config import RewardCheckConfig, RewardConfig, TermConfig
@@ -20,9 +23,10 @@ from rewards.judge import YesNoJudge
 from rewards.reconstruction import Reconstruction
 from rewards.shapes_verifier import ShapesVerifier
 from rewards.similarity import EMBEDDERS, ImageSimilarity
-from rewards.terms import Rewards, RewardTerm, RewardTerms, normalize
+from rewards.terms import Rewards, RewardTerm, RewardTerms
 
 __all__ = [
+    "ADVANTAGE_ESTIMATORS",
     "EMBEDDERS",
     "FINAL",
     "SCORERS",
@@ -45,4 +49,5 @@ __all__ = [
     "build_scorer",
     "normalize",
     "register_scorer",
+    "zero_spread_groups",
 ]

@@ -2,7 +2,7 @@
 
 One definition, used by the typed run config (`coevolve/config/schema.py`) and by code that
 builds reward terms directly. Names follow TRL's `GRPOConfig` where it has one
-(`multi_objective_aggregation`, `scale_rewards`).
+(`multi_objective_aggregation`, `scale_rewards`) and verl's where TRL has none (`advantage_estimator`).
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from coevolve.trajectory import SEGMENT_NAMES
+from rewards.advantages import check_estimator
 
 ON_ERROR = ("raise", "drop_group")
 AGGREGATIONS = ("normalize_then_sum", "sum_then_normalize")
-SCALE_REWARDS = ("group", "batch", "none")
 
 
 @dataclass
@@ -78,9 +78,17 @@ class RewardConfig:
     # segment's advantage is the weighted sum of the raw scores of the terms that train it,
     # normalised within the group.
     multi_objective_aggregation: str = "normalize_then_sum"
-    # Division after subtracting the group mean: "group" by the group's std, "batch" by the
+    # The baseline subtracted within a group (rewards/advantages.py): "grpo" the group mean;
+    # "dr_grpo" the group mean with no std division (Dr. GRPO; needs scale_rewards: none);
+    # "rloo" the mean of the other members (leave-one-out; needs >= 2 trajectories per group).
+    advantage_estimator: str = "grpo"
+    # Division after subtracting the baseline: "group" by the group's std, "batch" by the
     # batch's std, "none" not at all (Dr. GRPO). Zero-spread groups get advantage 0.
     scale_rewards: str = "group"
+    # Dynamic sampling (DAPO): drop the groups in which no advantage can be non-zero (every term's
+    # raw score constant under normalize_then_sum; every segment's weighted sum constant under
+    # sum_then_normalize) and count them. Off: they stay, with advantage 0, and are counted.
+    drop_zero_spread_groups: bool = False
     check: RewardCheckConfig = field(default_factory=RewardCheckConfig)
 
     def __post_init__(self) -> None:
@@ -89,8 +97,11 @@ class RewardConfig:
                 f"reward.multi_objective_aggregation must be one of {AGGREGATIONS}, "
                 f"got {self.multi_objective_aggregation!r}"
             )
-        if self.scale_rewards not in SCALE_REWARDS:
-            raise ValueError(f"reward.scale_rewards must be one of {SCALE_REWARDS}, got {self.scale_rewards!r}")
+        check_estimator(self.advantage_estimator, self.scale_rewards, where="reward.")
+        if not isinstance(self.drop_zero_spread_groups, bool):
+            raise TypeError(
+                f"reward.drop_zero_spread_groups must be true or false, got {self.drop_zero_spread_groups!r}"
+            )
         for name, term in self.terms.items():
             term.validate(f"reward.terms.{name}")
         self.check.validate("reward.check")

@@ -5,14 +5,20 @@ so a misspelt key or unknown scorer fails before any model loads); calling it on
 `Rewards`: each term's raw score and group-normalised value per trajectory, each trained
 segment's advantage, and what was dropped.
 
-Normalisation (GRPO): within a group (the trajectories of one prompt), subtract the group mean,
-then divide by the group's std (`scale_rewards: group`, unbiased like TRL's, + 1e-4), the
-batch's std (`batch`) or nothing (`none`). A group whose values are all equal gets exactly 0.
+Normalisation (rewards/advantages.py): within a group (the trajectories of one prompt), subtract
+the baseline of `advantage_estimator` (the group mean for grpo/dr_grpo, the other members' mean
+for rloo), then divide by the group's std (`scale_rewards: group`, unbiased like TRL's, + 1e-4),
+the batch's std (`batch`) or nothing (`none`). A group whose values are all equal gets exactly 0.
 With `multi_objective_aggregation: normalize_then_sum` a segment's advantage is
 `sum_t weight_t * normalised_t` over the terms t that train it; with `sum_then_normalize` it is
 the normalised `sum_t weight_t * raw_t`. Unlike TRL's normalize_then_sum, the sum is not
 normalised again over the batch: per segment that would cancel the weights. A segment no term
 trains has no entry.
+
+Dynamic sampling (DAPO): a group in which no advantage can be non-zero — every term's raw score
+constant in it (normalize_then_sum), or every segment's weighted raw sum constant
+(sum_then_normalize) — has zero spread. Such groups are counted; with `drop_zero_spread_groups`
+they are removed from the result before normalising (so `scale_rewards: batch` uses the rest).
 
 Failure policy (DESIGN.md section 5): a scorer call that raises, exceeds the term's
 `timeout_s`, returns something other than a `ScoreBatch`, the wrong number of scores, or a
@@ -40,10 +46,9 @@ from typing import Any
 import numpy as np
 
 from coevolve.trajectory import Trajectory
+from rewards.advantages import check_estimator, check_loo_groups, normalize, zero_spread_groups
 from rewards.base import ScoreBatch, Scorer, ScorerError, build_scorer, class_path, resolve_scorer_spec
-from rewards.config import AGGREGATIONS, ON_ERROR, SCALE_REWARDS, RewardConfig
-
-EPS = 1e-4  # added to the std before dividing, as TRL does
+from rewards.config import AGGREGATIONS, ON_ERROR, RewardConfig
 
 
 @dataclass
@@ -75,6 +80,10 @@ class Rewards:
     dropped_groups: dict[str, list[str]] = field(default_factory=dict)  # term -> groups its failures dropped
     errors: dict[str, list[str]] = field(default_factory=dict)  # term -> messages of the dropped failures
     seconds: dict[str, float] = field(default_factory=dict)  # term -> wall time
+    # Groups (scored without failure) in which no advantage can be non-zero; removed from the arrays
+    # above when `zero_spread_dropped`, otherwise kept with advantage 0.
+    zero_spread_groups: list[str] = field(default_factory=list)
+    zero_spread_dropped: bool = False
 
     @property
     def num_dropped_groups(self) -> int:
@@ -96,10 +105,14 @@ class Rewards:
         return rows
 
     def metrics(self) -> dict[str, float]:
-        """Scalars for the logs: per term mean/std of raw scores, seconds and dropped groups."""
+        """Scalars for the logs: per term mean/std of raw scores, seconds and dropped groups; groups
+        with zero spread (counted whether or not they were dropped) and those dropped for it."""
+        zero_spread = len(self.zero_spread_groups)
         out: dict[str, float] = {
             "rewards/num_samples": len(self.ids),
             "rewards/dropped_groups": self.num_dropped_groups,
+            "rewards/zero_spread_groups": zero_spread,
+            "rewards/dropped_zero_spread_groups": zero_spread if self.zero_spread_dropped else 0,
         }
         for term, values in self.raw.items():
             out[f"reward/{term}/mean"] = float(values.mean()) if len(values) else math.nan
@@ -107,26 +120,6 @@ class Rewards:
             out[f"reward/{term}/seconds"] = self.seconds.get(term, 0.0)
             out[f"reward/{term}/dropped_groups"] = len(self.dropped_groups.get(term, []))
         return out
-
-
-def normalize(values: np.ndarray, group_index: np.ndarray, scale_rewards: str = "group") -> np.ndarray:
-    """GRPO normalisation of `values` (N,) within groups `group_index` (N,) ints; see the module doc."""
-    if scale_rewards not in SCALE_REWARDS:
-        raise ValueError(f"scale_rewards must be one of {SCALE_REWARDS}, got {scale_rewards!r}")
-    out = np.zeros_like(values, dtype=np.float64)
-    batch_std = values.std(ddof=1) if len(values) > 1 else 0.0
-    for g in np.unique(group_index):
-        member = group_index == g
-        group = values[member]
-        if group.max() == group.min():
-            continue  # zero spread: exactly 0
-        centered = group - group.mean()
-        if scale_rewards == "group":
-            centered = centered / (group.std(ddof=1) + EPS)
-        elif scale_rewards == "batch":
-            centered = centered / (batch_std + EPS)
-        out[member] = centered
-    return out
 
 
 def _chunks(groups: dict[str, list[int]], parts: int) -> list[list[int]]:
@@ -145,6 +138,8 @@ class RewardTerms:
         terms: Sequence[RewardTerm],
         multi_objective_aggregation: str = "normalize_then_sum",
         scale_rewards: str = "group",
+        advantage_estimator: str = "grpo",
+        drop_zero_spread_groups: bool = False,
     ):
         if not terms:
             raise ValueError("no reward terms given")
@@ -153,10 +148,10 @@ class RewardTerms:
             raise ValueError(f"reward term names repeat: {names}")
         if multi_objective_aggregation not in AGGREGATIONS:
             raise ValueError(f"multi_objective_aggregation must be one of {AGGREGATIONS}")
-        if scale_rewards not in SCALE_REWARDS:
-            raise ValueError(f"scale_rewards must be one of {SCALE_REWARDS}")
+        check_estimator(advantage_estimator, scale_rewards)
         self.terms = list(terms)
         self.aggregation, self.scale_rewards = multi_objective_aggregation, scale_rewards
+        self.advantage_estimator, self.drop_zero_spread_groups = advantage_estimator, bool(drop_zero_spread_groups)
 
     @classmethod
     def from_config(cls, config: RewardConfig) -> RewardTerms:
@@ -175,7 +170,13 @@ class RewardTerms:
             )
             for name, term in config.terms.items()
         ]
-        return cls(terms, config.multi_objective_aggregation, config.scale_rewards)
+        return cls(
+            terms,
+            config.multi_objective_aggregation,
+            config.scale_rewards,
+            config.advantage_estimator,
+            config.drop_zero_spread_groups,
+        )
 
     # -- scoring ---------------------------------------------------------------------------------
 
@@ -264,22 +265,34 @@ class RewardTerms:
         lost = {group for groups_ in dropped.values() for group in groups_}
         kept = np.array([i for i, t in enumerate(trajectories) if t.group not in lost], dtype=np.int64)
         kept_groups = [trajectories[i].group for i in kept]
-        numbering = {group: n for n, group in enumerate(dict.fromkeys(kept_groups))}
-        group_index = np.array([numbering[group] for group in kept_groups], dtype=np.int64)
-
         raw = {name: values[kept] for name, values in raw.items()}
         for name, values in raw.items():  # the guarantee, checked: no failed score survives
             assert np.isfinite(values).all(), f"reward term {name!r}: a failed score reached the result"
+        if self.advantage_estimator == "rloo":  # before dropping: a group of one is a config error, not "no spread"
+            check_loo_groups(np.asarray(kept_groups))
+
+        segments = list(dict.fromkeys(s for term in self.terms for s in term.segments))
+        training = {segment: [term for term in self.terms if segment in term.segments] for segment in segments}
+        if self.aggregation == "normalize_then_sum":
+            sources = [raw[term.name] for term in self.terms if term.weight != 0]
+        else:
+            sources = [sum(term.weight * raw[term.name] for term in training[s]) for s in segments]
+        zero_spread = zero_spread_groups(sources, kept_groups)
+        if self.drop_zero_spread_groups and zero_spread:
+            keep = np.array([group not in zero_spread for group in kept_groups])
+            kept, raw = kept[keep], {name: values[keep] for name, values in raw.items()}
+            kept_groups = [trajectories[i].group for i in kept]
+
+        group_index = np.asarray(kept_groups)
         details = {name: None if d is None else [d[i] for i in kept] for name, d in details.items()}
-        normalized = {name: normalize(values, group_index, self.scale_rewards) for name, values in raw.items()}
+        normalized = {name: self._normalize(values, group_index) for name, values in raw.items()}
         advantages: dict[str, np.ndarray] = {}
-        for segment in dict.fromkeys(s for term in self.terms for s in term.segments):
-            training = [term for term in self.terms if segment in term.segments]
+        for segment in segments:
             if self.aggregation == "normalize_then_sum":
-                advantages[segment] = sum(term.weight * normalized[term.name] for term in training)
+                advantages[segment] = sum(term.weight * normalized[term.name] for term in training[segment])
             else:
-                summed = sum(term.weight * raw[term.name] for term in training)
-                advantages[segment] = normalize(summed, group_index, self.scale_rewards)
+                summed = sum(term.weight * raw[term.name] for term in training[segment])
+                advantages[segment] = self._normalize(summed, group_index)
         return Rewards(
             ids=[trajectories[i].id for i in kept],
             groups=kept_groups,
@@ -291,4 +304,9 @@ class RewardTerms:
             dropped_groups=dropped,
             errors=errors,
             seconds=seconds,
+            zero_spread_groups=zero_spread,
+            zero_spread_dropped=self.drop_zero_spread_groups,
         )
+
+    def _normalize(self, values: np.ndarray, group_index: np.ndarray) -> np.ndarray:
+        return normalize(values, group_index, self.scale_rewards, self.advantage_estimator)
