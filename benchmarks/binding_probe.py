@@ -7,19 +7,27 @@ object's first cell (raster order: where its shape and colour are decided), then
 right and one row down (copied from neighbours), with the right plan, with the plan's colour
 swapped, and with both prompt and plan swapped. A checkpoint that binds colour words to pixels
 scores the right plan clearly higher; one that does not scores all three alike.
+
+The understanding direction on the same renders: the caption's mean log-prob given the right
+image and given the render with the object's colour changed, and the self-check's P(yes) on
+balanced matching / violating renders of every category (its accuracy at 0.5).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
 import torch
 
-from coevolve.data.shapes import COLOR_NAMES, derive_seed, sample_example
+from coevolve.data.shapes import COLOR_NAMES, balanced_examples, derive_seed, sample_example
+from coevolve.data.shapes.scene import Scene, render
 from coevolve.model.adapter import JanusAdapter
+from coevolve.model.guidance import CFGMode
 from coevolve.model.images import encode_images
 from coevolve.model.packing import pack, trunk
+from coevolve.model.scoring import score
 from coevolve.model.segments import GenImage
 
 
@@ -66,6 +74,33 @@ def main() -> None:
             "prompt_and_plan_swapped": logprob(prompts_swapped, plans_swapped, offset),
         }
         for cell, offset in (("first_cell", 0), ("next_cell", 1), ("cell_below", 8))
+    }
+
+    def recoloured(example):
+        obj = example.scene.objects[0]
+        other = COLOR_NAMES[(COLOR_NAMES.index(obj.color) + 3) % len(COLOR_NAMES)]
+        return render(Scene((dataclasses.replace(obj, color=other),)))
+
+    @torch.no_grad()
+    def caption_logprob(images) -> float:
+        sequences = [
+            adapter.caption_context(image) + (adapter.text(" " + e.caption, scored=True),)
+            for image, e in zip(images, examples)
+        ]
+        scores = score(adapter.model, adapter.spec, sequences, mode=CFGMode.CONDITIONAL)
+        return float(torch.cat([lp[-1] for lp in scores.logprobs]).mean())
+
+    report["caption_token_logprob"] = {
+        "right_image": caption_logprob([e.render() for e in examples]),
+        "colour_changed_image": caption_logprob([recoloured(e) for e in examples]),
+    }
+    judged = balanced_examples(args.n, args.seed)
+    p_yes = adapter.judge([e.render() for e in judged], [e.prompt for e in judged]).p_yes
+    truth = torch.tensor([e.satisfies for e in judged])
+    report["self_check"] = {
+        "p_yes_matching": float(p_yes[truth].mean()),
+        "p_yes_violating": float(p_yes[~truth].mean()),
+        "accuracy": float(((p_yes > 0.5) == truth).float().mean()),
     }
     print(json.dumps({"model": args.model, "renders": args.n, **report}, indent=2))
 

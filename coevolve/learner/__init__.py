@@ -1,4 +1,4 @@
-"""RL post-training (DESIGN.md section 6): the learner's maths, pure functions over padded tensors.
+"""The GRPO learner (DESIGN.md section 6). So far its maths: pure functions over padded tensors.
 
 - `losses`: `policy_loss` (clipped-ratio GRPO objective, KL to a reference, truncated importance
   sampling, TRL's `loss_type` aggregations) with its `LossConfig`, and `entropy_stats`.
@@ -6,6 +6,6 @@
 Advantages are computed where rewards become advantages: `rewards.advantages`.
 """
 
-from coevolve.rl.losses import LOSS_TYPES, LossConfig, entropy_stats, kl_divergence, policy_loss
+from coevolve.learner.losses import LOSS_TYPES, LossConfig, entropy_stats, kl_divergence, policy_loss
 
 __all__ = ["LOSS_TYPES", "LossConfig", "entropy_stats", "kl_divergence", "policy_loss"]

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from coevolve.rl.losses import LossConfig, entropy_stats, kl_divergence, policy_loss
+from coevolve.learner.losses import LossConfig, entropy_stats, kl_divergence, policy_loss
 
 F64 = torch.float64
 LN2 = math.log(2)
