@@ -44,9 +44,12 @@ def main() -> None:
     codes = encode_images(adapter.model, adapter.processor, [e.render() for e in examples]).cpu()
     background = int(torch.mode(codes.flatten()).values)
 
+    def other_colour(color: str) -> str:
+        return COLOR_NAMES[(COLOR_NAMES.index(color) + 3) % len(COLOR_NAMES)]
+
     def swapped(text: str, example) -> str:
         color = example.scene.objects[0].color
-        return text.replace(color, COLOR_NAMES[(COLOR_NAMES.index(color) + 3) % len(COLOR_NAMES)])
+        return text.replace(color, other_colour(color))
 
     @torch.no_grad()
     def logprob(prompts: list[str], plans: list[str], offset: int) -> float:
@@ -78,8 +81,7 @@ def main() -> None:
 
     def recoloured(example):
         obj = example.scene.objects[0]
-        other = COLOR_NAMES[(COLOR_NAMES.index(obj.color) + 3) % len(COLOR_NAMES)]
-        return render(Scene((dataclasses.replace(obj, color=other),)))
+        return render(Scene((dataclasses.replace(obj, color=other_colour(obj.color)),)))
 
     @torch.no_grad()
     def caption_logprob(images) -> float:
