@@ -221,6 +221,18 @@ class JanusAdapter:
             raise ValueError(f"judge answer {answer!r} does not tokenize on its own after the assistant tag")
         return ids
 
+    def _judge_answers(self, context: Sequence, answers: tuple[str, str]) -> tuple[list[int], list[int]]:
+        yes_ids, no_ids = (self._answer_ids(context, answer) for answer in answers)
+        if yes_ids[0] == no_ids[0]:
+            raise ValueError(f"judge answers {answers} share their first token; P(yes) would be undefined")
+        return yes_ids, no_ids
+
+    def judge_choices(self, context: Sequence, answers: tuple[str, str] = JUDGE_ANSWERS) -> tuple[int, int]:
+        """The LM ids `judge` draws the first answer token among after `context` (a `judge_context`):
+        the first tokens of ' Yes' and ' No' — a verdict's `Text.choices` when it is scored."""
+        yes_ids, no_ids = self._judge_answers(context, answers)
+        return yes_ids[0], no_ids[0]
+
     @torch.no_grad()
     def judge(
         self,
@@ -243,9 +255,7 @@ class JanusAdapter:
         contexts = self._validated(
             [self.judge_context(image, prompt, question) for image, prompt in zip(images, prompts)], "judge context"
         )
-        yes_ids, no_ids = (self._answer_ids(contexts[0], answer) for answer in answers)
-        if yes_ids[0] == no_ids[0]:
-            raise ValueError(f"judge answers {answers} share their first token; P(yes) would be undefined")
+        yes_ids, no_ids = self._judge_answers(contexts[0], answers)
         hidden = trunk(self.model, pack(contexts, self.spec, "left")).last_hidden_state[:, -1]
         pair = self.model.lm_head(hidden)[:, [yes_ids[0], no_ids[0]]]  # (B, 2)
         p_yes = pair.float().softmax(-1)[:, 0].cpu()

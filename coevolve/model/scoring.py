@@ -5,6 +5,10 @@ guided mode — one unconditional row per scored image (its unconditional prefix
 The heads are then applied in chunks of `chunk_size` positions; under autograd each chunk is
 checkpointed, so at most one chunk of (chunk_size, vocabulary) logits is alive at a time, in the
 forward and in the backward pass.
+
+The first token of a scored `Text` with `choices` (the self-check's drawn " Yes"/" No") is scored
+under the distribution it was drawn from, as `JanusAdapter.judge` draws it: `sampling` applied to
+the LM-head logits of the choices alone; its other tokens as any text.
 """
 
 from __future__ import annotations
@@ -99,13 +103,16 @@ def score(
     hidden = trunk(model, packed).last_hidden_state  # (R, T, D)
     device = hidden.device
 
-    text_spans, image_spans, uncond_spans = [], [], []
+    text_spans, image_spans, uncond_spans, choice_spans = [], [], [], []
     for i, sequence in enumerate(sequences):
         for j, segment in enumerate(sequence):
             if not segment.scored:
                 continue
             span = packed.spans[i][j]
             if isinstance(segment, Text):
+                if segment.choices:
+                    choice_spans.append((i, j, span[0], segment.choices))
+                    span = (span[0] + 1, span[1])  # the rest of the segment, scored as any text
                 text_spans.append((i, j, span))
             else:
                 image_spans.append((i, j, span))
@@ -152,4 +159,16 @@ def score(
             logprobs[i][j] = lp[offset : offset + end - start]
             entropies[i][j] = ent[offset : offset + end - start]
             offset += end - start
+
+    # First tokens drawn among `choices`: one position per such segment, no chunking needed.
+    if choice_spans:
+        rows = torch.tensor([packed.rows[i] for i, _, _, _ in choice_spans])
+        cols = torch.tensor([start for _, _, start, _ in choice_spans])
+        targets = packed.input_ids[rows, cols]
+        logits = model.lm_head(hidden[rows, cols - 1])  # (S, V)
+        for k, (i, j, _, choices) in enumerate(choice_spans):
+            restricted = sampling_logprobs(logits[k : k + 1, list(choices)], sampling)  # (1, len(choices))
+            drawn = choices.index(int(targets[k]))
+            logprobs[i][j] = torch.cat([restricted[:, drawn], logprobs[i][j]])
+            entropies[i][j] = torch.cat([entropy(restricted), entropies[i][j]])
     return Scores(logprobs=logprobs, entropies=entropies)

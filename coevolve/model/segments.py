@@ -4,6 +4,8 @@ A sequence is a tuple of segments, left to right:
 
 - `Text(ids)`: ids in the LM vocabulary, embedded by the token embeddings, scored by the LM head
   (which gives the image-span tokens probability 0 in text: they belong to image segments).
+  A scored text's `choices` say its first token was drawn from the distribution restricted to
+  those ids (the self-check's first answer token, " Yes" / " No"), and is scored under it.
 - `GenImage(codes)`: VQ codebook ids of a generated image. Occupies `<begin_of_image>`, the
   codes, `<end_of_image>`; codes are embedded through `generation_embeddings` +
   `generation_aligner` and scored by `generation_head` (the boundary tokens are structure, never
@@ -48,11 +50,29 @@ class Text:
 
     ids: torch.Tensor  # (T,) int64
     scored: bool = False
+    choices: tuple[int, ...] = ()  # the LM ids the first token was drawn among (scored text only)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ids", _as_ids(self.ids, "Text", "ids"))
         if self.ids.numel() == 0:
             raise ValueError("Text segment is empty")
+        if isinstance(self.choices, (str, bytes)) or (torch.is_tensor(self.choices) and self.choices.dim() != 1):
+            raise TypeError(f"Text.choices must be a sequence of LM ids, got {self.choices!r}")
+        choices = tuple(int(c) for c in self.choices)
+        object.__setattr__(self, "choices", choices)
+        if not choices:
+            return
+        if not self.scored:
+            raise ValueError(
+                f"Text.choices {choices} on an unscored segment: choices say how a drawn (scored) first token "
+                f"was sampled"
+            )
+        if min(choices) < 0:
+            raise ValueError(f"Text.choices {choices} holds a negative id")
+        if len(set(choices)) != len(choices):
+            raise ValueError(f"Text.choices {choices} repeats an id")
+        if int(self.ids[0]) not in choices:
+            raise ValueError(f"Text.choices {choices} do not include the segment's first id {int(self.ids[0])}")
 
     def __len__(self) -> int:
         return self.ids.numel()
@@ -114,6 +134,11 @@ def validate(sequence: Sequence, spec: JanusSpec, where: str = "sequence") -> No
         name = f"{where} segment {index} ({type(segment).__name__})"
         if isinstance(segment, Text):
             ids = segment.ids
+            outside = [c for c in segment.choices if c >= spec.text_vocab_size]
+            if outside:
+                raise ValueError(
+                    f"{name}: choice id {outside[0]} is outside the LM vocabulary [0, {spec.text_vocab_size})"
+                )
             bad = (ids < 0) | (ids >= spec.text_vocab_size)
             if bad.any():
                 raise ValueError(

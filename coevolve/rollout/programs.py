@@ -28,6 +28,15 @@ verdict parses as a Yes, else the last image drawn.
 EOS) → `image` drawn in `adapter.image_prompt(caption text)` with CFG. The `reconstruction`
 scorer compares it with `trajectory.source_image`.
 
+Teacher-forced views (`teacher_forced`): the learner recomputes, with gradient, the log-prob of
+every token a program drew, in the context it was drawn in. A program rebuilds those contexts from
+a trajectory as `TeacherForced` model sequences (the drawn pieces scored), without its sampling
+settings: `IntrospectiveT2I` gives the image turn (plan, image and every later round's context,
+reflection and image) and one self-check turn per verdict (its first token scored among
+" Yes"/" No", `Text.choices`); `Reconstruction` the captioning turn and the image turn of the caption.
+Scored with the program's guidance and sampling (`adapter.logprobs`), they give back the recorded
+`Segment.logprobs` where `Segment.mask` is True.
+
 Randomness: each row draws from its own generators, seeded with
 `row_seed(seed, step, item.id, k, stage)` for every stage (plan, image, verdict, ...), so a
 trajectory depends on its seed alone, not on the batch or worker it is sampled in (`sampling.py`).
@@ -76,13 +85,53 @@ def round_names(round_: int) -> tuple[str, str, str]:
     return REFLECTION + suffix, REGEN_IMAGE + suffix, REGEN_VERDICT + suffix
 
 
+def _without_eos(verdict_ids: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """A verdict as the image turn reads it: without the EOS that closed its self-check turn."""
+    if len(verdict_ids) > 1 and int(verdict_ids[-1]) == eos_id:
+        return verdict_ids[:-1]
+    return verdict_ids
+
+
 def continued_context(context: ModelSequence, codes: torch.Tensor, verdict_ids: torch.Tensor, eos_id: int):
     """The image turn continued after a verdict: `context` (the image's own context), the image's
     codes (context, never scored), the verdict without the EOS that closed its self-check turn.
     After round 1 this is `adapter.regeneration_context`, the sequence SFT's regen task trains."""
-    if len(verdict_ids) > 1 and int(verdict_ids[-1]) == eos_id:
-        verdict_ids = verdict_ids[:-1]
-    return (*context, GenImage(codes, scored=False), Text(verdict_ids))
+    return (*context, GenImage(codes, scored=False), Text(_without_eos(verdict_ids, eos_id)))
+
+
+@dataclass(frozen=True)
+class TeacherForced:
+    """One context a program sampled in, rebuilt for teacher forcing (see the module docstring).
+
+    `sequence`: model segments, the pieces the program drew scored; `segments`: trajectory segment
+    name -> index in `sequence` of the scored model segment holding that segment's ids."""
+
+    sequence: ModelSequence
+    segments: dict[str, int]
+
+
+def _drawn(trajectory: Trajectory, name: str, kind: str, program: str) -> Segment:
+    """The segment `name` of `trajectory`, checked to be a `kind` segment with the ids it was drawn with."""
+    where = f"{program}: trajectory {trajectory.id!r}"
+    if not trajectory.has(name):
+        names = [segment.name for segment in trajectory.segments]
+        raise ValueError(f"{where} has no segment {name!r} (it has {names}); its contexts cannot be rebuilt")
+    segment = trajectory.segment(name)
+    if segment.kind != kind:
+        raise ValueError(f"{where}: segment {name!r} is {segment.kind}, expected {kind}")
+    if segment.ids is None:
+        raise ValueError(f"{where}: segment {name!r} has no ids (not written by a model): it cannot be teacher-forced")
+    return segment
+
+
+def teacher_forced(adapter: JanusAdapter, trajectory: Trajectory) -> list[TeacherForced]:
+    """The teacher-forced views of `trajectory`, by the program that wrote it (`PROGRAMS`)."""
+    program = PROGRAMS.get(trajectory.program)
+    if program is None:
+        raise ValueError(
+            f"trajectory {trajectory.id!r}: unknown program {trajectory.program!r}; known: {sorted(PROGRAMS)}"
+        )
+    return program.views(adapter, trajectory)
 
 
 def _text_segment(name: str, ids: torch.Tensor, logprobs: torch.Tensor, text: str, mask=None) -> Segment:
@@ -168,6 +217,35 @@ class Program:
         share = {phase: self.timings.get(phase, 0.0) / len(trajectories) for phase in self.phases}
         for trajectory in trajectories:
             trajectory.info["seconds"] = dict(share)
+
+    def teacher_forced(self, trajectory: Trajectory) -> list[TeacherForced]:
+        """The contexts `trajectory`'s tokens were drawn in, their drawn pieces scored (`views`)."""
+        return self.views(self.adapter, trajectory)
+
+    @classmethod
+    def views(cls, adapter: JanusAdapter, trajectory: Trajectory) -> list[TeacherForced]:
+        """`teacher_forced` without an instance: the views need the adapter, not the sampling settings."""
+        raise NotImplementedError(f"{cls.__name__} does not rebuild its contexts for teacher forcing")
+
+    @classmethod
+    def _check_views(cls, trajectory: Trajectory, views: list[TeacherForced]) -> list[TeacherForced]:
+        """Every segment of `trajectory` has its place in `views`: none is silently left untrained."""
+        placed = {name for view in views for name in view.segments}
+        for segment in trajectory.segments:
+            if segment.name not in placed:
+                raise ValueError(
+                    f"{cls.name}: trajectory {trajectory.id!r}: segment {segment.name!r} is not one this program "
+                    f"writes in a context it can rebuild"
+                )
+        return views
+
+    @classmethod
+    def _check_program(cls, trajectory: Trajectory) -> None:
+        if trajectory.program != cls.name:
+            raise ValueError(
+                f"{cls.name}: trajectory {trajectory.id!r} was written by program {trajectory.program!r}, "
+                f"not {cls.name!r}: its contexts are that program's"
+            )
 
 
 class IntrospectiveT2I(Program):
@@ -342,6 +420,57 @@ class IntrospectiveT2I(Program):
         self._share_timings(trajectories)
         return trajectories
 
+    @classmethod
+    def views(cls, adapter: JanusAdapter, trajectory: Trajectory) -> list[TeacherForced]:
+        """The image turn — prompt, plan, image, then per further round the previous verdict (context,
+        without its EOS, after the image's codes), the reflection and the new image — and one
+        self-check turn per verdict, its first token scored among the judge's " Yes"/" No"."""
+        cls._check_program(trajectory)
+        eos_id = adapter.spec.eos_id
+
+        def drawn(name: str, kind: str) -> Segment:
+            return _drawn(trajectory, name, kind, cls.name)
+
+        turn: list = list(adapter.image_prompt(trajectory.prompt))
+        names: dict[str, int] = {}
+
+        def add(name: str, piece) -> None:
+            names[name] = len(turn)
+            turn.append(piece)
+
+        add(PLAN, Text(drawn(PLAN, "text").ids, scored=True))
+        add(IMAGE, GenImage(drawn(IMAGE, "image").ids, scored=True))
+        checks = []
+        round_ = 1
+        while True:
+            _, image_name, verdict_name = round_names(round_)
+            if trajectory.has(verdict_name):
+                checks.append(cls._self_check(adapter, trajectory, image_name, verdict_name))
+            reflection_name, next_image, _ = round_names(round_ + 1)
+            if not trajectory.has(reflection_name):
+                break
+            # Sampled after `continued_context`: the image's codes (already in the turn), the verdict.
+            turn.append(Text(_without_eos(drawn(verdict_name, "text").ids, eos_id)))
+            add(reflection_name, Text(drawn(reflection_name, "text").ids, scored=True))
+            add(next_image, GenImage(drawn(next_image, "image").ids, scored=True))
+            round_ += 1
+        return cls._check_views(trajectory, [TeacherForced(tuple(turn), names), *checks])
+
+    @classmethod
+    def _self_check(cls, adapter: JanusAdapter, trajectory: Trajectory, image_name: str, verdict_name: str):
+        """The self-check turn of one image: `judge_context` of the decoded image, then the verdict."""
+        image = _drawn(trajectory, image_name, "image", cls.name).image
+        verdict = _drawn(trajectory, verdict_name, "text", cls.name)
+        context = adapter.judge_context(image, trajectory.prompt)
+        choices = adapter.judge_choices(context)
+        if int(verdict.ids[0]) not in choices:
+            raise ValueError(
+                f"{cls.name}: trajectory {trajectory.id!r}: segment {verdict_name!r} starts with id "
+                f"{int(verdict.ids[0])}, not one of the judge's first answer tokens {choices}"
+            )
+        verdict_text = Text(verdict.ids, scored=True, choices=choices)
+        return TeacherForced((*context, verdict_text), {verdict_name: len(context)})
+
 
 class Reconstruction(Program):
     """Source image → caption → image from the caption (UAE); see the module docstring."""
@@ -421,6 +550,24 @@ class Reconstruction(Program):
             )
         self._share_timings(trajectories)
         return trajectories
+
+    @classmethod
+    def views(cls, adapter: JanusAdapter, trajectory: Trajectory) -> list[TeacherForced]:
+        """The captioning turn of the source image, and the image turn of the caption's (stripped) text."""
+        cls._check_program(trajectory)
+        caption = _drawn(trajectory, CAPTION, "text", cls.name)
+        image = _drawn(trajectory, IMAGE, "image", cls.name)
+        if trajectory.source_image is None:  # Trajectory checks it is a PIL image otherwise
+            raise ValueError(
+                f"{cls.name}: trajectory {trajectory.id!r} has no source_image: segment {CAPTION!r}'s context"
+            )
+        captioning = adapter.caption_context(trajectory.source_image)
+        drawing = adapter.image_prompt(caption.text)
+        views = [
+            TeacherForced((*captioning, Text(caption.ids, scored=True)), {CAPTION: len(captioning)}),
+            TeacherForced((*drawing, GenImage(image.ids, scored=True)), {IMAGE: len(drawing)}),
+        ]
+        return cls._check_views(trajectory, views)
 
 
 PROGRAMS: dict[str, type[Program]] = {IntrospectiveT2I.name: IntrospectiveT2I, Reconstruction.name: Reconstruction}

@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 from coevolve.model.guidance import CFGMode, Guidance
+from coevolve.model.sampling import Sampling
 from coevolve.model.segments import GenImage, Text
 
 
@@ -158,3 +159,36 @@ def test_share_rows_needs_right_padding(tiny_adapter):
 
     with pytest.raises(ValueError, match="share_rows needs right padding"):
         pack([_trajectory(tiny_adapter, 0)], tiny_adapter.spec, "left", share_rows=True)
+
+
+@pytest.mark.parametrize("sampling", [Sampling(), Sampling(temperature=0.7, top_k=5)], ids=["t1", "t0.7-k5"])
+def test_a_first_token_drawn_among_choices_is_scored_under_their_distribution(tiny_adapter, sampling):
+    """As `judge` draws it: `sampling` over the LM-head logits of the choices alone; the rest as any text."""
+    from coevolve.model.packing import pack, trunk
+    from coevolve.model.sampling import sampling_logprobs
+
+    context = _looks_at(tiny_adapter, "red", " Yes.")[:-1]
+    yes, no = tiny_adapter.judge_choices(context)
+    answer = tiny_adapter.text(" No, it is red.").ids
+    assert int(answer[0]) == no
+    plain = context + (Text(answer, scored=True),)
+    chosen = context + (Text(answer, scored=True, choices=(yes, no)),)
+    scores = tiny_adapter.logprobs([plain, chosen, plain[:-1] + (Text(answer[:1], scored=True, choices=(no, yes)),)],
+                                   sampling=sampling)  # fmt: skip
+    with torch.no_grad():
+        hidden = trunk(tiny_adapter.model, pack([context], tiny_adapter.spec, "left")).last_hidden_state[:, -1]
+        pair = tiny_adapter.model.lm_head(hidden)[0, [yes, no]].float()
+    expected = torch.log_softmax(pair / sampling.temperature, -1)  # top-k of 5 keeps both
+    assert torch.allclose(sampling_logprobs(pair[None], sampling)[0], expected, atol=1e-6)
+    lp, ent = scores.logprobs[1][-1], scores.entropies[1][-1]
+    assert lp.requires_grad and lp.shape == (len(answer),)
+    assert torch.allclose(lp[0].detach(), expected[1], atol=1e-5)
+    assert torch.allclose(scores.logprobs[2][-1].detach(), expected[1:], atol=1e-5)  # a one-token segment
+    probs = expected.exp()
+    assert torch.allclose(ent[0].detach(), -(probs * expected).sum(), atol=1e-5)
+    # The rest of the segment is scored as without choices; the first token is not.
+    assert torch.allclose(lp[1:].detach(), scores.logprobs[0][-1][1:].detach(), atol=1e-6)
+    assert not torch.allclose(lp[0].detach(), scores.logprobs[0][-1][0].detach(), atol=1e-3)
+    lp.sum().backward()
+    assert tiny_adapter.model.model.language_model.embed_tokens.weight.grad is not None
+    tiny_adapter.model.zero_grad(set_to_none=True)

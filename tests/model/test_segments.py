@@ -85,3 +85,23 @@ def test_guidance_below_one_and_unknown_unconditional_prompt():
         Guidance(0.5)
     with pytest.raises(ValueError, match="unknown unconditional prompt 'empty'"):
         Guidance(5.0, unconditional="empty")
+
+
+def test_text_choices_are_checked(tiny_adapter):
+    spec = tiny_adapter.spec
+    ids = torch.tensor([7, 8, 9])
+    assert Text(ids, scored=True, choices=[torch.tensor(7), 12]).choices == (7, 12)  # normalised to ints
+    assert Text(ids).choices == ()
+    with pytest.raises(ValueError, match=r"Text.choices \(7, 12\) on an unscored segment"):
+        Text(ids, choices=(7, 12))
+    with pytest.raises(ValueError, match="holds a negative id"):
+        Text(ids, scored=True, choices=(7, -1))
+    with pytest.raises(ValueError, match=r"Text.choices \(7, 12, 7\) repeats an id"):
+        Text(ids, scored=True, choices=(7, 12, 7))
+    with pytest.raises(ValueError, match="do not include the segment's first id 7"):
+        Text(ids, scored=True, choices=(8, 12))
+    with pytest.raises(TypeError, match="must be a sequence of LM ids"):
+        Text(ids, scored=True, choices="7")
+    outside = Text(ids, scored=True, choices=(7, spec.text_vocab_size))
+    with pytest.raises(ValueError, match=rf"segment 1 \(Text\): choice id {spec.text_vocab_size} is outside the LM"):
+        validate((tiny_adapter.text("a", bos=True), outside), spec)

@@ -1,0 +1,145 @@
+"""Teacher-forced views of trajectories: scored with the program's guidance and sampling, the
+rebuilt contexts give back, token for token, the log-probs every drawn token was sampled under."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from coevolve.model.guidance import Guidance
+from coevolve.model.sampling import Sampling
+from coevolve.model.segments import GenImage, Text
+from coevolve.rollout.items import shapes_items
+from coevolve.rollout.programs import (
+    IntrospectiveT2I,
+    Reconstruction,
+    TeacherForced,
+    teacher_forced,
+)
+from coevolve.trajectory import Segment, Trajectory
+
+SMALL = {"max_plan_tokens": 8, "max_verdict_tokens": 6, "max_reflection_tokens": 6}
+SAMPLINGS = [Sampling(), Sampling(temperature=0.7, top_k=20)]
+
+
+def _recomputed_gap(adapter, program, trajectories) -> float:
+    """Max |recomputed - recorded| log-prob over every masked token of every segment; checks that
+    every segment is placed once, on a scored model segment holding its ids."""
+    views = [(t, view) for t in trajectories for view in program.teacher_forced(t)]
+    with torch.no_grad():
+        scores = adapter.logprobs(
+            [view.sequence for _, view in views], mode="guided", guidance=program.guidance, sampling=program.sampling
+        )
+    placed, gap = [], 0.0
+    for (t, view), logprobs in zip(views, scores.logprobs):
+        for name, index in view.segments.items():
+            segment, piece = t.segment(name), view.sequence[index]
+            assert piece.scored and type(piece) is (Text if segment.kind == "text" else GenImage)
+            assert torch.equal(piece.ids if isinstance(piece, Text) else piece.codes, segment.ids)
+            lp = logprobs[index]
+            assert lp.shape == segment.ids.shape
+            gap = max(gap, float((lp[segment.mask] - segment.logprobs[segment.mask]).abs().max()))
+            placed.append((t.id, name))
+    assert sorted(placed) == sorted((t.id, s.name) for t in trajectories for s in t.segments)
+    return gap
+
+
+@pytest.mark.parametrize("sampling", SAMPLINGS, ids=["t1", "t0.7-k20"])
+def test_introspective_views_give_back_every_sampled_logprob(tiny_adapter, sampling):
+    program = IntrospectiveT2I(tiny_adapter, seed=4, num_generations=2, guidance=Guidance(3.0), sampling=sampling,
+                               regenerate="always", max_rounds=3, **SMALL)  # fmt: skip
+    trajectories = program(shapes_items("introspective_t2i", 2, seed=7))
+    names = ["plan", "image", "verdict", "reflection", "regen_image", "regen_verdict", "reflection_2", "regen_image_2"]
+    assert all([s.name for s in t.segments] == names for t in trajectories)
+    views = program.teacher_forced(trajectories[0])
+    assert [sorted(v.segments) for v in views] == [
+        sorted(["plan", "image", "reflection", "regen_image", "reflection_2", "regen_image_2"]),
+        ["verdict"],
+        ["regen_verdict"],
+    ]
+    # The verdicts' first tokens are scored among the judge's Yes/No.
+    for view in views[1:]:
+        (index,) = view.segments.values()
+        assert len(view.sequence[index].choices) == 2
+    gap = _recomputed_gap(tiny_adapter, program, trajectories)
+    print(f"max |recomputed - sampled| log-prob ({sampling}): {gap:.2e}")
+    assert gap <= 1e-4
+
+
+@pytest.mark.parametrize("sampling", SAMPLINGS, ids=["t1", "t0.7-k20"])
+def test_reconstruction_views_give_back_every_sampled_logprob(tiny_adapter, sampling):
+    program = Reconstruction(tiny_adapter, seed=2, num_generations=2, guidance=Guidance(3.0), sampling=sampling,
+                             max_caption_tokens=12)  # fmt: skip
+    trajectories = program(shapes_items("reconstruction", 2, seed=7))
+    gap = _recomputed_gap(tiny_adapter, program, trajectories)
+    print(f"max |recomputed - sampled| log-prob ({sampling}): {gap:.2e}")
+    assert gap <= 1e-4
+
+
+def test_a_context_off_by_one_piece_is_visible(tiny_adapter):
+    """The check has teeth: dropping the previous verdict from the image turn moves the reflection's log-probs."""
+    program = IntrospectiveT2I(tiny_adapter, seed=4, guidance=Guidance(3.0), regenerate="always", max_rounds=2, **SMALL)
+    (t,) = program(shapes_items("introspective_t2i", 1, seed=7))
+    turn = program.teacher_forced(t)[0]
+    reflection = turn.segments["reflection"]
+    assert isinstance(turn.sequence[reflection - 1], Text) and not turn.sequence[reflection - 1].scored
+    without = TeacherForced(turn.sequence[: reflection - 1] + turn.sequence[reflection:], {})
+    with torch.no_grad():
+        good, bad = tiny_adapter.logprobs([turn.sequence, without.sequence], guidance=program.guidance).logprobs
+    recorded = t.segment("reflection").logprobs
+    assert (good[reflection] - recorded).abs().max() <= 1e-4
+    assert (bad[reflection - 1] - recorded).abs().max() > 1e-3
+
+
+def test_the_module_helper_needs_no_program_settings(tiny_adapter):
+    program = Reconstruction(tiny_adapter, seed=0, guidance=Guidance(3.0), max_caption_tokens=6)
+    (t,) = program(shapes_items("reconstruction", 1, seed=7))
+    ours, theirs = program.teacher_forced(t), teacher_forced(tiny_adapter, t)
+    assert [v.segments for v in ours] == [v.segments for v in theirs]
+    assert [list(v.segments) for v in ours] == [["caption"], ["image"]]
+    for a, b in zip(ours, theirs):
+        assert [type(x) for x in a.sequence] == [type(y) for y in b.sequence]
+    # The image turn is the one the program drew in: the caption's text in `image_prompt`.
+    drawing = tiny_adapter.image_prompt(t.text("caption"))
+    assert all(torch.equal(x.ids, y.ids) for x, y in zip(ours[1].sequence[:-1], drawing))
+    assert ours[1].sequence[-1].codes.equal(t.segment("image").ids)
+
+
+def _trajectory(program: str, segments, **kw) -> Trajectory:
+    return Trajectory(id="p0003/1", group="p0003", prompt="a red circle", program=program, segments=segments, **kw)
+
+
+def test_bad_trajectories_are_named(tiny_adapter):
+    image = tiny_adapter.decode(torch.zeros(1, tiny_adapter.spec.num_image_tokens, dtype=torch.long))[0]
+    plan = Segment("plan", "text", text="Plan: x.")
+    no_ids = _trajectory("introspective_t2i", [plan, Segment("image", "image", image=image)])
+    with pytest.raises(ValueError, match=r"trajectory 'p0003/1': segment 'plan' has no ids"):
+        teacher_forced(tiny_adapter, no_ids)
+    written = r"trajectory 'p0003/1' was written by program 'introspective_t2i', not 'reconstruction'"
+    with pytest.raises(ValueError, match=written):
+        Reconstruction.views(tiny_adapter, no_ids)
+    with pytest.raises(ValueError, match=r"trajectory 'p0003/1': unknown program 'mine'"):
+        teacher_forced(tiny_adapter, _trajectory("mine", []))
+    caption = Segment("caption", "text", ids=torch.tensor([5, 6]), text="x")
+    with pytest.raises(ValueError, match=r"trajectory 'p0003/1' has no segment 'image'"):
+        teacher_forced(tiny_adapter, _trajectory("reconstruction", [caption]))
+    zeros = torch.zeros(tiny_adapter.spec.num_image_tokens, dtype=torch.long)
+    codes = Segment("image", "image", ids=zeros, image=image)
+    with pytest.raises(ValueError, match=r"trajectory 'p0003/1' has no source_image"):
+        teacher_forced(tiny_adapter, _trajectory("reconstruction", [caption, codes]))
+    extra = Segment("mine", "text", ids=torch.tensor([5]), text="x")
+    with pytest.raises(ValueError, match=r"segment 'mine' is not one this program writes"):
+        teacher_forced(tiny_adapter, _trajectory("reconstruction", [caption, codes, extra], source_image=image))
+
+
+def test_trajectories_of_different_rounds_score_together(tiny_adapter):
+    """One, two and three images per trajectory, scored in one batch (rows shared); the views need
+    nothing of the program's settings, so any instance rebuilds any trajectory of its program."""
+    trajectories = []
+    for max_rounds in (1, 2, 3):
+        program = IntrospectiveT2I(tiny_adapter, seed=max_rounds, guidance=Guidance(3.0), regenerate="always",
+                                   max_rounds=max_rounds, **SMALL)  # fmt: skip
+        trajectories += program(shapes_items("introspective_t2i", 2, seed=7))
+    assert [t.info["rounds"] for t in trajectories] == [1, 1, 2, 2, 3, 3]
+    assert [s.name for s in trajectories[2].segments] == ["plan", "image", "verdict", "reflection", "regen_image"]
+    assert _recomputed_gap(tiny_adapter, program, trajectories) <= 1e-4
