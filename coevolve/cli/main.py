@@ -1,6 +1,6 @@
 """`coevolve` command line: one sub-command per stage (DESIGN.md section 2).
 
-`sft`, `eval`, `rewards` and `rollout` are Hydra apps (`coevolve sft recipe=shapes engine=deepspeed`, `-m`
+`sft`, `rl`, `eval`, `rewards` and `rollout` are Hydra apps (`coevolve sft recipe=shapes engine=deepspeed`, `-m`
 sweeps; see `coevolve/cli/stages.py`); `bootstrap`, `demo`, `pipeline` and `bench` take plain options.
 """
 
@@ -122,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("eval", "evaluate model.path on the shapes world (Hydra overrides)"),
         ("rewards", "check the reward terms on seeded shapes pairs (Hydra overrides)"),
         ("rollout", "run the rollout program once on Ray workers: checkpoint=DIR (Hydra overrides)"),
+        ("rl", "GRPO from the SFT checkpoint on the recipe's rollout programs (Hydra overrides: recipe=NAME)"),
     ):
         commands.add_parser(stage, help=text, add_help=False)
 
@@ -160,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] in ("sft", "eval", "rewards", "rollout"):
+    if argv and argv[0] in ("sft", "rl", "eval", "rewards", "rollout"):
         # Hydra parses the rest (overrides, -m, --cfg ...) and reports its own errors.
         from coevolve.cli.stages import run_stage
 

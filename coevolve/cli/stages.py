@@ -1,4 +1,4 @@
-"""The Hydra-configured stages of the `coevolve` command: `sft`, `eval`, `rewards`, `rollout`.
+"""The Hydra-configured stages of the `coevolve` command: `sft`, `rl`, `eval`, `rewards`, `rollout`.
 
 `coevolve STAGE [overrides...]` hands the overrides to a Hydra app, so everything Hydra offers
 works: `key=value`, `GROUP=OPTION`, `recipe=NAME`, `-m` sweeps, `--cfg job`. The composed
@@ -85,7 +85,17 @@ def rollout_stage(cfg: DictConfig) -> None:
     print(json.dumps(summary, indent=2))
 
 
-STAGES = {"sft": sft_stage, "eval": eval_stage, "rewards": rewards_stage, "rollout": rollout_stage}
+def rl_stage(cfg: DictConfig) -> None:
+    """GRPO from `rl.checkpoint` on the recipe's programs and reward terms (coevolve/rl/run.py)."""
+    from coevolve.rl.run import run_rl
+
+    config = to_typed(cfg)
+    run_dir = _run_dir()
+    _save_config(cfg, run_dir / "rl")
+    print(json.dumps(run_rl(config, run_dir), indent=2))
+
+
+STAGES = {"sft": sft_stage, "eval": eval_stage, "rewards": rewards_stage, "rollout": rollout_stage, "rl": rl_stage}
 ALIASES = {"checkpoint": "model.path"}
 """Short override keys: `checkpoint=DIR` is `model.path=DIR`."""
 

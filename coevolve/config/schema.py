@@ -6,8 +6,7 @@ this dataclass, every key that is merged in — from a group file, a recipe or t
 is checked against it: a misspelt key or a value of the wrong type fails at composition, before
 any work starts, with the full key named. `__post_init__` hooks reject bad combinations.
 
-Groups join as the stages that read them are built (rl arrives with the RL issue): a key that
-nothing reads does not exist. `rollout` and `cluster` are read by `coevolve rollout` and the
+Groups join as the stages that read them are built: a key that nothing reads does not exist. `rollout` and `cluster` are read by `coevolve rollout` and the
 rollout driver (coevolve/rollout/config.py). `reward` is read by `coevolve rewards` (the
 reward designer's check) until RL reads it too.
 """
@@ -18,7 +17,9 @@ from dataclasses import dataclass, field
 
 from omegaconf import MISSING
 
+from coevolve.config.lora import LoraConfig
 from coevolve.eval.shapes import ShapesEvalConfig
+from coevolve.rl.config import RLConfig
 from coevolve.rollout.config import ClusterConfig, RolloutConfig
 from rewards.config import RewardConfig
 
@@ -92,23 +93,6 @@ class LossWeights:
 
 
 @dataclass
-class LoraConfig:
-    """PEFT LoRA on the trunk; `sft.lora: null` trains every weight (the VQ tokenizer stays frozen)."""
-
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.0
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    # What the final checkpoint holds: "merged" (a plain Janus checkpoint) or "adapter" (the PEFT
-    # adapter in `adapter/` beside the untouched base path in `adapter/base.txt`).
-    save: str = "merged"
-
-    def __post_init__(self) -> None:
-        if self.save not in ("merged", "adapter"):
-            raise ValueError(f"sft.lora.save must be 'merged' or 'adapter', got {self.save!r}")
-
-
-@dataclass
 class SFTConfig:
     tasks: TaskMixture = field(default_factory=TaskMixture)
     loss_weights: LossWeights = field(default_factory=LossWeights)
@@ -176,3 +160,4 @@ class Config:
     reward: RewardConfig = field(default_factory=RewardConfig)  # rewards/config.py; `coevolve rewards` checks it
     rollout: RolloutConfig = field(default_factory=RolloutConfig)  # coevolve/rollout/config.py
     cluster: ClusterConfig = field(default_factory=ClusterConfig)  # the Ray cluster of the actors
+    rl: RLConfig = field(default_factory=RLConfig)  # coevolve/rl/config.py; `coevolve rl`

@@ -9,7 +9,8 @@ give the same figures:
   per GenEval category: first- and final-image accuracy, format rate, and the accuracy of the
   model's own verdicts (sampled text and P(yes) > 0.5) on its own first images;
 - the self-check on held-out ground-truth renders, half of which violate their prompt;
-- captions of ground-truth renders, parsed back (`parse_caption`) and verified on the render.
+- captions of ground-truth renders, parsed back (`parse_caption`) and verified on the render, and
+  each render redrawn from its caption: UAE's reconstruction score (`shapes` similarity, 0..1).
 
 Example sets: prompts are `sample_example(derive_seed(seed, i), tag)`; held-out renders
 `balanced_examples(n, seed + 1)`; caption renders the positives of `derive_seed(seed + 2, i)`.
@@ -144,7 +145,7 @@ def evaluate_shapes(
     figures = {
         **_trajectory_figures(rows),
         "verdict_accuracy_heldout": _heldout_verdicts(adapter, config, generator),
-        "caption_accuracy": _captions(adapter, config, generator),
+        **_captions(adapter, config, guidance, generator),
         "config": dataclasses.asdict(config),
         "unconditional": unconditional,
         "counts": {
@@ -295,19 +296,37 @@ def _heldout_verdicts(adapter: JanusAdapter, config: ShapesEvalConfig, generator
     }
 
 
-def _captions(adapter: JanusAdapter, config: ShapesEvalConfig, generator: torch.Generator) -> dict:
+def _captions(adapter: JanusAdapter, config: ShapesEvalConfig, guidance: Guidance, generator: torch.Generator) -> dict:
+    """Caption accuracy, and UAE's reconstruction score: each render redrawn from its caption
+    (with CFG), compared with the render by the `shapes` similarity of the reconstruction reward."""
+    from rewards.similarity import ShapesSimilarity
+
     examples = [
         sample_example(derive_seed(config.seed + 2, i), TAGS[i % len(TAGS)]) for i in range(config.num_caption_images)
     ]
+    if not examples:
+        return {"caption_accuracy": {**_accuracy([], []), "parsed": _rate([])}, "reconstruction": None}
     images = [example.render() for example in examples]
     texts = _sample_replies(
         adapter, [adapter.caption_context(image) for image in images], config.max_caption_tokens, config, generator
     )
     parsed = [parse_caption(text) for text in texts]
     correct = [metadata is not None and verify(image, metadata).correct for metadata, image in zip(parsed, images)]
+    redrawn: list[Image.Image] = []
+    for batch in _batches([adapter.image_prompt(text.strip()) for text in texts], config.batch_size):
+        drawn = adapter.sample_images(batch, guidance=guidance, sampling=config.sampling, generator=generator)
+        redrawn += adapter.decode(drawn)
+    similarity = ShapesSimilarity()(images, redrawn)
+    tags = [example.tag for example in examples]
     return {
-        **_accuracy(correct, [example.tag for example in examples]),
-        "parsed": _rate([metadata is not None for metadata in parsed]),
+        "caption_accuracy": {**_accuracy(correct, tags), "parsed": _rate([m is not None for m in parsed])},
+        "reconstruction": {
+            "n": len(similarity),
+            "mean_similarity": sum(similarity) / len(similarity),
+            "per_category": {
+                tag: sum(v for v, t in zip(similarity, tags) if t == tag) / tags.count(tag) for tag in TAGS if tag in tags
+            },
+        },
     }
 
 

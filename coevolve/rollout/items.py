@@ -25,9 +25,10 @@ def _id(index: int) -> str:
     return f"p{index:04d}"
 
 
-def shapes_items(program: str, num: int, seed: int) -> list[RolloutItem]:
+def shapes_items(program: str, num: int, seed: int, start: int = 0) -> list[RolloutItem]:
+    """Examples start .. start + num - 1 of the seeded shapes stream."""
     items = []
-    for i in range(num):
+    for i in range(start, start + num):
         example = sample_example(derive_seed(seed, i), TAGS[i % len(TAGS)])
         metadata = {GENEVAL: example.metadata, "tag": example.tag}
         if program == "reconstruction":

@@ -10,11 +10,7 @@ Writes under the run directory:
 
 from __future__ import annotations
 
-import importlib
 import json
-import os
-import socket
-import sys
 import time
 from pathlib import Path
 
@@ -23,10 +19,12 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig as TRLSFTConfig
 
 from coevolve.config.schema import Config
+from coevolve.learner.engine import lora_peft_config
 from coevolve.model import JanusAdapter
 from coevolve.sft.data import TaskMixture, load_sft_records, prepare_records
 from coevolve.sft.tasks import TaskBuilder
 from coevolve.sft.trainer import JanusSFTTrainer
+from coevolve.utils.distributed import single_process_distributed_env
 from coevolve.utils.fs import atomic_output_dir
 
 FINAL = Path("checkpoints") / "sft"
@@ -46,35 +44,6 @@ def deepspeed_config(zero_stage: int) -> dict:
         "zero_allow_untested_optimizer": True,
         "bf16": {"enabled": "auto"},
     }
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def single_process_distributed_env() -> None:
-    """DeepSpeed needs a process group even for one process. A launcher (`deepspeed`, `torchrun`,
-    `accelerate launch`) sets these variables; started by plain `python`, this process is rank 0
-    of a world of one."""
-    if "WORLD_SIZE" in os.environ:
-        return
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(_free_port()),
-        RANK="0",
-        LOCAL_RANK="0",  # accelerate initialises DeepSpeed's process group only when LOCAL_RANK is set
-        WORLD_SIZE="1",
-        LOCAL_WORLD_SIZE="1",
-    )
-    # DeepSpeed's first process-group init compiles its shared-memory all-reduce op (a minute of
-    # C++ on 2 cores, and a compiler on the machine), which only serves several ranks on one host.
-    # With one rank, gloo alone is enough: skip the build.
-    importlib.import_module("deepspeed.comm.torch")
-    torch_comm = sys.modules["deepspeed.comm.torch"]  # the attribute of deepspeed.comm is torch itself
-    if hasattr(torch_comm, "build_shm_op"):
-        torch_comm.build_shm_op = lambda: None
 
 
 def training_arguments(config: Config, output_dir: Path) -> TRLSFTConfig:
@@ -118,19 +87,7 @@ def _setup_model(config: Config) -> JanusAdapter:
 
 
 def _peft_config(config: Config):
-    if config.sft.lora is None:
-        return None
-    from peft import LoraConfig
-
-    lora = config.sft.lora
-    return LoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=list(lora.target_modules),
-        # Only the language model's projections: the VQ tokenizer and the vision encoder keep theirs.
-        exclude_modules=r".*(vqmodel|vision_model).*",
-    )
+    return None if config.sft.lora is None else lora_peft_config(config.sft.lora)
 
 
 def _save_final(trainer: JanusSFTTrainer, adapter: JanusAdapter, config: Config, path: Path) -> None:

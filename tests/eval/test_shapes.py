@@ -58,7 +58,8 @@ def test_figures_structure_ranges_and_counts(runs):
     figures = runs[0][0]
     assert set(figures) == {
         "image_accuracy", "final_image_accuracy", "format_rate", "verdict_accuracy_own",
-        "verdict_accuracy_heldout", "caption_accuracy", "config", "unconditional", "counts", "seconds",
+        "verdict_accuracy_heldout", "caption_accuracy", "reconstruction", "config", "unconditional", "counts",
+        "seconds",
     }  # fmt: skip
     assert figures["config"] == dataclasses.asdict(TINY) and figures["unconditional"] == "pad"
     found = dict(_accuracies(figures))
@@ -73,6 +74,9 @@ def test_figures_structure_ranges_and_counts(runs):
     heldout = figures["verdict_accuracy_heldout"]
     assert heldout["p_yes"]["n"] == heldout["text"]["n"] == 6 and heldout["positives"] == heldout["negatives"] == 3
     assert figures["caption_accuracy"]["n"] == 3 and 0 <= figures["caption_accuracy"]["parsed"] <= 1
+    reconstruction = figures["reconstruction"]
+    assert reconstruction["n"] == 3 and 0 <= reconstruction["mean_similarity"] <= 1
+    assert all(0 <= value <= 1 for value in reconstruction["per_category"].values())
     rates = figures["format_rate"]
     assert rates["n"] == 6 and all(0 <= rates[key] <= 1 for key in ("rate", "plan", "verdict"))
     assert figures["counts"]["trajectories"] == 6 and figures["seconds"] > 0

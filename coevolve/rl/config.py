@@ -1,0 +1,174 @@
+"""The `rl` config group (conf/rl/): what `coevolve rl` samples, how it rewards, how it learns.
+
+- `programs`: the rollout programs sampled every step, each with its own `rollout` settings
+  (the `rollout` group's type: `num_prompts` prompts per step from `source`, `num_generations`
+  per prompt, ...) and the `reward` terms that train it. The shapes recipe samples the
+  introspective program (image alignment, self-consistency) and the reconstruction program (UAE's
+  Unified-GRPO term) side by side; an ablation removes one (`~rl.programs.reconstruction`).
+- `stages`: consecutive phases of the run, each with its steps and the segments it trains
+  (UAE: "generation for understanding" trains the caption, then "understanding for generation"
+  the image). Null `segments`: every segment a reward term trains.
+- `learner`: the GRPO learner (coevolve/learner): loss (`LossConfig`, TRL's names), optimiser,
+  micro-batching, LoRA, the Ray resources of its actor. The engine is the shared `engine` group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from omegaconf import MISSING
+
+from coevolve.config.lora import LoraConfig
+from coevolve.learner.losses import LossConfig
+from coevolve.model.guidance import CFGMode
+from coevolve.rollout.config import RolloutConfig
+from rewards.config import RewardConfig
+
+RESUME = ("auto", "never")
+
+PROGRAM_SEGMENTS = {
+    "introspective_t2i": ("plan", "image", "verdict", "reflection", "regen_image"),
+    "reconstruction": ("caption", "image"),
+}
+"""The segment names each built-in program writes that a reward term may train."""
+
+
+@dataclass
+class ProgramConfig:
+    """One rollout program of the RL step and the reward terms that train its trajectories."""
+
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+
+
+@dataclass
+class StageConfig:
+    name: str = MISSING
+    steps: int = MISSING
+    # Segments this stage trains (their advantages reach the loss); null: all that reward terms train.
+    segments: list[str] | None = None
+
+
+@dataclass
+class OptimizerConfig:
+    learning_rate: float = 1e-5
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = 1.0
+    lr_scheduler: str = "constant"  # any transformers SchedulerType name
+    warmup_steps: int = 0
+
+
+@dataclass
+class LearnerConfig:
+    loss: LossConfig = field(default_factory=LossConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    # Trajectories per forward/backward pass; a step's gradient accumulates over all of them.
+    micro_batch_size: int = 8
+    # PPO epochs over one batch of rollouts (TRL's name); > 1 scores old log-probs at the step's start.
+    num_iterations: int = 1
+    # Optimiser steps per batch of rollouts (TRL's name): the batch is cut into this many mini-batches.
+    steps_per_generation: int = 1
+    # Image-token log-probs: "guided" (the CFG logits the rollout sampled from; gradient through
+    # both branches), "guided_detach" (unconditional branch detached) or "conditional".
+    image_logprob_mode: str = "guided"
+    gradient_checkpointing: bool = False
+    lora: LoraConfig | None = None
+    # What the learner's Ray actor reserves (torch in it uses num_cpus threads).
+    num_cpus: float = 2.0
+    num_gpus: float = 0.0
+
+    def __post_init__(self) -> None:
+        for key in ("micro_batch_size", "num_iterations", "steps_per_generation"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"rl.learner.{key} must be >= 1, got {getattr(self, key)}")
+        modes = tuple(mode.value for mode in CFGMode)
+        if self.image_logprob_mode not in modes:
+            raise ValueError(f"rl.learner.image_logprob_mode must be one of {modes}, got {self.image_logprob_mode!r}")
+        if self.num_cpus <= 0 or self.num_gpus < 0:
+            raise ValueError(f"rl.learner needs num_cpus > 0 and num_gpus >= 0, got {self.num_cpus}, {self.num_gpus}")
+        if not self.optimizer.learning_rate > 0:
+            raise ValueError(f"rl.learner.optimizer.learning_rate must be > 0, got {self.optimizer.learning_rate}")
+
+
+@dataclass
+class RLConfig:
+    # The checkpoint RL starts from (the SFT warm start's output by default).
+    checkpoint: str = "${run_dir}/checkpoints/sft"
+    programs: dict[str, ProgramConfig] = field(default_factory=dict)
+    stages: list[StageConfig] = field(default_factory=list)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    # A resumable checkpoint (policy in HF format + learner state) every this many steps.
+    save_steps: int = 10
+    save_total_limit: int | None = 2
+    # `coevolve eval` figures (the `eval` group) every this many steps, at step 0 and at the end
+    # of each stage; 0: only at the end of each stage.
+    eval_steps: int = 0
+    # "auto": continue from the latest checkpoint in RUN_DIR/rl when there is one; "never": start
+    # from model.path (an existing RUN_DIR/rl is then an error, so nothing is overwritten).
+    resume: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.resume not in RESUME:
+            raise ValueError(f"rl.resume must be one of {RESUME}, got {self.resume!r}")
+        if self.save_steps < 1:
+            raise ValueError(f"rl.save_steps must be >= 1, got {self.save_steps}")
+        if self.eval_steps < 0:
+            raise ValueError(f"rl.eval_steps must be >= 0, got {self.eval_steps}")
+        names = [stage.name for stage in self.stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"rl.stages: stage names repeat: {names}")
+        for index, stage in enumerate(self.stages):
+            if stage.steps < 1:
+                raise ValueError(f"rl.stages[{index}] ({stage.name}): steps must be >= 1, got {stage.steps}")
+        for name, program in self.programs.items():
+            self._check_program(name, program)
+
+    def _check_program(self, name: str, program: ProgramConfig) -> None:
+        where = f"rl.programs.{name}"
+        if program.rollout.num_generations < 2:
+            raise ValueError(
+                f"{where}.rollout.num_generations must be >= 2 for group-relative advantages, "
+                f"got {program.rollout.num_generations}"
+            )
+        if not program.reward.terms:
+            raise ValueError(f"{where}.reward.terms is empty: nothing would train this program's trajectories")
+        writes = PROGRAM_SEGMENTS[program.rollout.program]
+        for term_name, term in program.reward.terms.items():
+            for segment in term.segments:
+                if segment not in writes:
+                    raise ValueError(
+                        f"{where}.reward.terms.{term_name}.segments: the {program.rollout.program} program writes "
+                        f"no segment {segment!r} (it writes {list(writes)})"
+                    )
+
+    def check(self) -> None:
+        """Checks needing the whole group (run before any actor starts)."""
+        if not self.programs:
+            raise ValueError("rl.programs is empty: give at least one rollout program (see recipes/shapes.yaml)")
+        if not self.stages:
+            raise ValueError("rl.stages is empty: give at least one stage with its steps")
+        trained = {segment for program in self.programs.values() for term in program.reward.terms.values()
+                   for segment in term.segments}  # fmt: skip
+        for index, stage in enumerate(self.stages):
+            for segment in stage.segments or ():
+                if segment not in trained:
+                    raise ValueError(
+                        f"rl.stages[{index}] ({stage.name}).segments: no reward term trains {segment!r} "
+                        f"(trained: {sorted(trained)})"
+                    )
+
+    @property
+    def total_steps(self) -> int:
+        return sum(stage.steps for stage in self.stages)
+
+    def stage_at(self, step: int) -> tuple[int, StageConfig]:
+        """(index, stage) of 0-based `step`."""
+        end = 0
+        for index, stage in enumerate(self.stages):
+            end += stage.steps
+            if step < end:
+                return index, stage
+        raise ValueError(f"step {step} is past the run's {self.total_steps} steps")

@@ -1,0 +1,332 @@
+"""`coevolve rl`: the single controller of GRPO (DESIGN.md sections 6 and 7).
+
+Per step, for each program of `rl.programs`: the step's prompts (`ItemStream`) → its rollout
+actors (`RolloutDriver.generate`) → its reward actor (`score`: raw and normalised terms,
+advantages per segment) → then every kept trajectory, with the advantages of the segments the
+current stage trains, goes to the learner actor (`Learner.train`) → the new weights go to every
+rollout actor as policy version step + 1.
+
+Writes under RUN_DIR/rl/:
+- `config.yaml` (the resolved config), `metrics.jsonl` (one row per step), TensorBoard events in `tb/`;
+- `traces/step-NNNNNN/traces.jsonl` + PNGs: every trajectory with its rewards and advantages;
+- `checkpoint-N/`: `policy/` (HF format), `learner/` (engine, optimiser, scheduler), `step.json`,
+  every `rl.save_steps` steps and at the end of each stage; the newest `save_total_limit` are kept;
+- `eval/step-N/`: `coevolve eval` figures, every `rl.eval_steps` steps (and step 0) and at the end
+  of each stage;
+and the policy at the end of each stage as RUN_DIR/checkpoints/rl/STAGE (HF format).
+
+`rl.resume: auto` continues from the newest `checkpoint-N`: the learner reloads weights and
+optimiser state, the rollout actors get those weights as version N, the metrics rows after step
+N are dropped, and prompts and sampling seeds are pure functions of (seed, step), so the run
+continues exactly as if it had not stopped.
+
+Every check runs before any actor starts: the config (`RLConfig.check`, group sizes, segment
+names), the scorer specs, the starting checkpoint, the prompt sources; the programs then check
+their items on a worker before the first rollout.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import ray
+
+from coevolve.config.schema import Config
+from coevolve.learner.learner import Learner, ProgramScoring, Sample
+from coevolve.rl.config import ProgramConfig, RLConfig
+from coevolve.rollout.cluster import Demand, connect
+from coevolve.rollout.driver import RolloutDriver, demand
+from coevolve.rollout.items import load_items
+from coevolve.rollout.programs import RolloutItem
+from coevolve.traces.record import trace_row
+from coevolve.utils.fs import atomic_output_dir, atomic_write_text
+from rewards.base import resolve_scorer_spec
+
+CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+EVAL_HEADLINE = ("image_accuracy", "final_image_accuracy", "caption_accuracy")
+
+
+def check_janus_checkpoint(path: Path, key: str) -> None:
+    config = path / "config.json"
+    if not config.is_file():
+        raise FileNotFoundError(f"{key}: {path} is not a Hugging Face checkpoint directory (no config.json)")
+    try:
+        model_type = json.loads(config.read_text()).get("model_type")
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{key}: {config} is not valid JSON ({error})") from None
+    if model_type != "janus":
+        raise ValueError(f"{key}: {path} is a {model_type!r} checkpoint, not a Janus one (model_type 'janus')")
+
+
+class ItemStream:
+    """The prompts of each step: `rollout.num_prompts` items, a pure function of (seed, step).
+
+    The shapes world gives fresh seeded examples every step (example index step * n + i); a file
+    source is read once and cycled through in order."""
+
+    def __init__(self, name: str, program: ProgramConfig, seed: int):
+        self.name, self.rollout, self.seed = name, program.rollout, seed
+        self.pool: list[RolloutItem] | None = None
+        if self.rollout.source != "shapes":
+            self.pool = load_items(self.rollout.source, self.rollout.program, 10**9, seed)
+            if not self.pool:
+                raise ValueError(f"rl.programs.{name}.rollout.source: {self.rollout.source} holds no prompts")
+
+    def at(self, step: int) -> list[RolloutItem]:
+        n = self.rollout.num_prompts
+        if self.pool is None:
+            from coevolve.rollout.items import shapes_items
+
+            items = shapes_items(self.rollout.program, n, self.seed, start=step * n)
+        else:
+            items = [self.pool[(step * n + i) % len(self.pool)] for i in range(n)]
+        # Ids name the groups and seed the rows: unique in the batch, stable across runs.
+        return [RolloutItem(f"{self.name}-{step}-{i}", it.prompt, dict(it.metadata), it.image)
+                for i, it in enumerate(items)]  # fmt: skip
+
+
+def latest_checkpoint(out: Path) -> tuple[int, Path] | None:
+    found = [(int(m.group(1)), p) for p in out.glob("checkpoint-*") if (m := CHECKPOINT.match(p.name))]
+    found = [(step, p) for step, p in found if (p / "step.json").is_file()]
+    return max(found) if found else None
+
+
+def _advantage_metrics(name: str, advantages: dict[str, np.ndarray]) -> dict[str, float]:
+    out = {}
+    for segment, values in advantages.items():
+        if len(values):
+            out[f"{name}/advantage/{segment}/mean"] = float(values.mean())
+            out[f"{name}/advantage/{segment}/std"] = float(values.std())
+            out[f"{name}/advantage/{segment}/abs_max"] = float(np.abs(values).max())
+    return out
+
+
+def _eval_scalars(figures: dict) -> dict[str, float]:
+    out = {}
+    for key in EVAL_HEADLINE:
+        out[f"eval/{key}"] = figures[key]["accuracy"]
+        for tag, cell in figures[key].get("per_category", {}).items():
+            out[f"eval/{key}/{tag}"] = cell["accuracy"]
+    for key in ("verdict_accuracy_own", "verdict_accuracy_heldout"):
+        for source in ("p_yes", "text"):
+            out[f"eval/{key}/{source}"] = figures[key][source]["accuracy"]
+    out["eval/format_rate"] = figures["format_rate"]["rate"]
+    if figures.get("reconstruction") is not None:
+        out["eval/reconstruction"] = figures["reconstruction"]["mean_similarity"]
+    return out
+
+
+class _Metrics:
+    """metrics.jsonl (rows after the resumed step dropped) and TensorBoard events."""
+
+    def __init__(self, out: Path, start_step: int, tensorboard: bool):
+        self.path = out / "metrics.jsonl"
+        rows = []
+        if self.path.is_file():
+            rows = [line for line in self.path.read_text().splitlines() if line.strip()]
+            rows = [line for line in rows if json.loads(line)["step"] <= start_step]
+        atomic_write_text(self.path, "".join(line + "\n" for line in rows))
+        self.writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(out / "tb"), purge_step=start_step + 1 if start_step else None)
+
+    def write(self, row: dict) -> None:
+        with self.path.open("a") as stream:
+            stream.write(json.dumps(row) + "\n")
+        if self.writer is not None:
+            for key, value in row.items():
+                if isinstance(value, (int, float)) and key != "step" and math.isfinite(value):
+                    self.writer.add_scalar(key, value, row["step"])
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _check(config: Config) -> None:
+    rl = config.rl
+    rl.__post_init__()
+    rl.check()
+    check_janus_checkpoint(Path(rl.checkpoint), "rl.checkpoint")
+    for name, program in rl.programs.items():
+        program.reward.__post_init__()
+        for term_name, term in program.reward.terms.items():
+            resolve_scorer_spec(term.scorer, f"rl.programs.{name}.reward.terms.{term_name}.scorer")
+
+
+def _save_checkpoint(learner, out: Path, step: int, limit: int | None) -> None:
+    target = out / f"checkpoint-{step}"
+    with atomic_output_dir(target, overwrite=True) as staging:
+        ray.get(learner.save.remote(str(staging)))
+        (staging / "step.json").write_text(json.dumps({"step": step}) + "\n")
+    if limit is not None:
+        found = sorted((int(m.group(1)), p) for p in out.glob("checkpoint-*") if (m := CHECKPOINT.match(p.name)))
+        for _, path in found[:-limit]:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _write_traces(out: Path, step: int, run: str, batches: list[tuple[list, object, dict]]) -> None:
+    with atomic_output_dir(out / "traces" / f"step-{step:06d}", overwrite=True) as staging:
+        rows = []
+        for trajectories, rewards, trained in batches:
+            by_id = {row["id"]: row for row in rewards.rows()}
+            for trajectory in trajectories:
+                row = trace_row(trajectory, staging, run, step, by_id.get(trajectory.id))
+                row["dropped"] = trajectory.id not in by_id
+                row["trained_segments"] = sorted(trained.get(trajectory.id, ()))
+                rows.append(row)
+        (staging / "traces.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def run_rl(config: Config, run_dir: Path) -> dict:
+    """Train (see the module docstring); returns a summary (also `rl/summary.json`)."""
+    started = time.time()
+    _check(config)
+    rl: RLConfig = config.rl
+    out = run_dir / "rl"
+    found = latest_checkpoint(out) if out.is_dir() else None
+    if rl.resume == "never" and out.is_dir() and any(out.glob("checkpoint-*")):
+        raise FileExistsError(f"rl.resume=never but {out} holds checkpoints; use rl.resume=auto or another run_dir")
+    streams = {name: ItemStream(name, program, config.seed) for name, program in rl.programs.items()}
+    start_step = found[0] if found and rl.resume == "auto" else 0
+    if start_step >= rl.total_steps:
+        raise ValueError(f"{out} already holds step {start_step} of {rl.total_steps}: nothing to do")
+
+    learner_device = "cuda" if rl.learner.num_gpus > 0 else "cpu"
+    need = Demand(rl.learner.num_cpus, rl.learner.num_gpus)
+    for program in rl.programs.values():
+        part = demand(program.rollout, program.reward)
+        need = Demand(need.num_cpus + part.num_cpus, need.num_gpus + part.num_gpus)
+    ray_started = connect(config.cluster, need)
+    drivers: dict[str, RolloutDriver] = {}
+    learner = None
+    metrics = None
+    try:
+        scoring = {
+            name: ProgramScoring(program.rollout.guidance(config.model.unconditional), program.rollout.sampling)
+            for name, program in rl.programs.items()
+        }
+        learner_args = (str(rl.checkpoint), rl.learner, config.engine, scoring, rl.total_steps, config.model.dtype)
+        learner = (
+            ray.remote(Learner)
+            .options(num_cpus=rl.learner.num_cpus, num_gpus=rl.learner.num_gpus)
+            .remote(*learner_args, learner_device)
+        )
+        for name, program in rl.programs.items():
+            drivers[name] = RolloutDriver(
+                rl.checkpoint, program.rollout, config.model.unconditional, config.seed,
+                reward=program.reward, dtype=config.model.dtype,
+            )  # fmt: skip
+        ray.get(learner.ping.remote())
+        for name, driver in drivers.items():
+            driver.check(streams[name].at(start_step))
+        if start_step:
+            ray.get(learner.load.remote(str(found[1])))
+            state = ray.get(learner.policy_state_dict.remote())
+            for driver in drivers.values():
+                driver.push_weights(state, start_step)
+        out.mkdir(parents=True, exist_ok=True)
+        metrics = _Metrics(out, start_step, config.logging.tensorboard)
+        evals = {}
+
+        def evaluate(step: int) -> dict:
+            figures = ray.get(
+                learner.evaluate.remote(config.eval, config.model.unconditional, str(out / "eval" / f"step-{step}"))
+            )
+            evals[step] = _eval_scalars(figures)
+            return evals[step]
+
+        if start_step == 0 and rl.eval_steps:
+            metrics.write({"step": 0, **evaluate(0)})
+        for step in range(start_step, rl.total_steps):
+            stage_index, stage = rl.stage_at(step)
+            row: dict = {"step": step + 1, "stage": stage.name}
+            samples, batches = [], []
+            versions = []
+            for name, program in rl.programs.items():
+                t0 = time.perf_counter()
+                trajectories = drivers[name].generate(streams[name].at(step), step)
+                row[f"timing/{name}/rollout_s"] = time.perf_counter() - t0
+                for phase, seconds in drivers[name].timings.items():
+                    row[f"timing/{name}/phase/{phase}_s"] = seconds
+                t0 = time.perf_counter()
+                rewards = drivers[name].score(trajectories)
+                row[f"timing/{name}/reward_s"] = time.perf_counter() - t0
+                for key, value in rewards.metrics().items():  # a term's seconds are a timing, not a reward
+                    row[f"timing/{name}/{key}" if key.endswith("/seconds") else f"{name}/{key}"] = value
+                for term, values in rewards.normalized.items():
+                    if len(values):
+                        row[f"{name}/reward/{term}/normalized_abs_mean"] = float(np.abs(values).mean())
+                row.update(_advantage_metrics(name, rewards.advantages))
+                trained: dict[str, set] = {}
+                for position, index in enumerate(rewards.kept):
+                    trajectory = trajectories[index]
+                    advantages = {
+                        segment: float(values[position])
+                        for segment, values in rewards.advantages.items()
+                        if (stage.segments is None or segment in stage.segments) and trajectory.has(segment)
+                    }
+                    if advantages:
+                        samples.append(Sample(name, trajectory, advantages))
+                        trained[trajectory.id] = set(advantages)
+                    versions.append(trajectory.policy_version)
+                batches.append((trajectories, rewards, trained))
+            row["policy/version_lag/max"] = max(step - v for v in versions) if versions else 0
+            row["policy/version_lag/mean"] = float(np.mean([step - v for v in versions])) if versions else 0.0
+            row["learner/samples"] = len(samples)
+            if samples:
+                t0 = time.perf_counter()
+                row.update(ray.get(learner.train.remote(samples)))
+                row["timing/learner_s"] = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                state = ray.get(learner.policy_state_dict.remote())
+                for driver in drivers.values():
+                    driver.push_weights(state, step + 1)
+                row["timing/weight_sync_s"] = time.perf_counter() - t0
+            else:
+                # Nothing to learn from (every group dropped): the policy stays; its version moves on.
+                for driver in drivers.values():
+                    driver.push_weights(ray.get(learner.policy_state_dict.remote()), step + 1)
+            t0 = time.perf_counter()
+            _write_traces(out, step + 1, str(run_dir), batches)
+            row["timing/traces_s"] = time.perf_counter() - t0
+            done = step + 1
+            stage_end = done == sum(s.steps for s in rl.stages[: stage_index + 1])
+            if (rl.eval_steps and done % rl.eval_steps == 0) or stage_end:
+                t0 = time.perf_counter()
+                row.update(evaluate(done))
+                row["timing/eval_s"] = time.perf_counter() - t0
+            row["timing/step_s"] = sum(v for k, v in row.items() if k.startswith("timing/") and k.count("/") == 1)
+            metrics.write(row)
+            if done % rl.save_steps == 0 or stage_end:
+                _save_checkpoint(learner, out, done, rl.save_total_limit)
+            if stage_end:
+                ray.get(learner.save_policy.remote(str(run_dir / "checkpoints" / "rl" / stage.name)))
+    finally:
+        if metrics is not None:
+            metrics.close()
+        for driver in drivers.values():
+            driver.shutdown()
+        if learner is not None:
+            ray.kill(learner, no_restart=True)
+        if ray_started:
+            ray.shutdown()
+    summary = {
+        "resumed_from": start_step or None,
+        "steps": rl.total_steps,
+        "stages": [stage.name for stage in rl.stages],
+        "checkpoints": {stage.name: str(run_dir / "checkpoints" / "rl" / stage.name) for stage in rl.stages},
+        "eval": {str(step): figures for step, figures in evals.items()},
+        "seconds": round(time.time() - started, 1),
+    }
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary

@@ -1,0 +1,163 @@
+"""`coevolve rl` end to end on Ray actors (tiny sizes): what a run writes, exact resume, and the
+bad inputs refused before any rollout."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import ray
+import torch
+from safetensors.torch import load_file
+
+from coevolve.config import compose_config, to_typed
+from coevolve.rl.run import run_rl
+
+INTRO = "rl.programs.introspective.rollout"
+RECON = "rl.programs.reconstruction.rollout"
+
+
+def overrides(run_dir, checkpoint, steps: int = 3) -> list[str]:
+    return [
+        "recipe=shapes",
+        f"run_dir={run_dir}",
+        f"rl.checkpoint={checkpoint}",
+        f"{INTRO}.num_prompts=2",
+        f"{INTRO}.num_generations=2",
+        f"{INTRO}.num_workers=1",
+        f"{INTRO}.max_plan_tokens=6",
+        f"{INTRO}.max_verdict_tokens=4",
+        f"{INTRO}.max_reflection_tokens=4",
+        f"{RECON}.num_prompts=1",
+        f"{RECON}.num_generations=2",
+        f"{RECON}.num_workers=1",
+        f"{RECON}.max_caption_tokens=6",
+        f"rl.stages=[{{name: coevolve, steps: {steps}}}]",
+        "rl.save_steps=1",
+        "rl.save_total_limit=null",
+        "rl.eval_steps=0",
+        "rl.learner.num_cpus=1",
+        "rl.learner.micro_batch_size=4",
+        "rl.learner.optimizer.learning_rate=1e-3",
+        "eval.num_prompts_per_category=1",
+        "eval.num_heldout_renders=4",
+        "eval.num_caption_images=2",
+        "logging.tensorboard=false",
+    ]
+
+
+def config(*args, extra=()):
+    return to_typed(compose_config([*overrides(*args), *extra]))
+
+
+def weights(path) -> dict[str, torch.Tensor]:
+    return {k: v for f in sorted(path.glob("*.safetensors")) for k, v in load_file(f).items()}
+
+
+def rows(run_dir) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "rl" / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, sft_checkpoint):
+    run_dir = tmp_path_factory.mktemp("rl") / "run"
+    summary = run_rl(config(run_dir, sft_checkpoint), run_dir)
+    return run_dir, summary
+
+
+def test_a_run_trains_both_programs_and_writes_metrics_traces_checkpoints(finished, sft_checkpoint):
+    run_dir, summary = finished
+    metrics = rows(run_dir)
+    assert [row["step"] for row in metrics] == [1, 2, 3]
+    first = metrics[0]
+    for key in (
+        "introspective/reward/image_alignment/mean",
+        "introspective/reward/self_consistency/mean",
+        "reconstruction/reward/reconstruction/mean",
+        "introspective/advantage/plan/std",
+        "learner/loss",
+        "learner/clip_ratio/region_mean",
+        "learner/entropy/text",
+        "learner/entropy/image",
+        "learner/sampling/importance_sampling_ratio/mean",
+        "policy/version_lag/max",
+        "timing/learner_s",
+        "timing/introspective/rollout_s",
+    ):
+        assert key in first, key
+    assert first["policy/version_lag/max"] == 0  # synchronous: every step samples the newest weights
+    assert first["learner/sampling/importance_sampling_ratio/mean"] == pytest.approx(1.0, abs=1e-3)
+    assert "eval/image_accuracy" in metrics[-1]  # the stage's end is evaluated
+    traces = (run_dir / "rl" / "traces" / "step-000002" / "traces.jsonl").read_text().splitlines()
+    assert len(traces) == 2 * 2 + 1 * 2
+    trace = json.loads(traces[0])
+    assert trace["policy_version"] == 1 and "advantage/plan" in trace and trace["trained_segments"]
+    assert sorted(p.name for p in (run_dir / "rl").glob("checkpoint-*")) == [f"checkpoint-{i}" for i in (1, 2, 3)]
+    final = run_dir / "checkpoints" / "rl" / "coevolve"
+    assert summary["checkpoints"]["coevolve"] == str(final)
+    trained, start = weights(final), weights(sft_checkpoint)
+    assert trained.keys() == start.keys()
+    assert any(not torch.equal(trained[k], start[k]) for k in trained)
+    from transformers import JanusForConditionalGeneration
+
+    JanusForConditionalGeneration.from_pretrained(final)  # plain transformers loads it
+
+
+def test_a_run_stopped_after_step_2_resumes_to_the_same_weights_and_metrics(finished, sft_checkpoint, tmp_path):
+    run_dir, _ = finished
+    stopped = tmp_path / "run"
+    shutil.copytree(run_dir, stopped)
+    # What a run killed during step 3 leaves: checkpoint-2, the metrics row of step 3, no final policy.
+    shutil.rmtree(stopped / "rl" / "checkpoint-3")
+    shutil.rmtree(stopped / "checkpoints" / "rl")
+    (stopped / "rl" / "summary.json").unlink()
+    summary = run_rl(config(stopped, sft_checkpoint), stopped)
+    assert summary["resumed_from"] == 2
+    again, first = rows(stopped), rows(run_dir)
+    assert [row["step"] for row in again] == [1, 2, 3]
+
+    def untimed(row):
+        return {k: v for k, v in row.items() if not k.startswith("timing/")}
+
+    assert untimed(again[2]) == untimed(first[2])
+    resumed, straight = weights(stopped / "checkpoints" / "rl" / "coevolve"), weights(run_dir / "checkpoints" / "rl" / "coevolve")
+    assert all(torch.equal(resumed[k], straight[k]) for k in straight)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ([f"{INTRO}.num_generations=1"], r"rl.programs.introspective.rollout.num_generations must be >= 2"),
+        (["rl.programs.introspective.reward.terms.image_alignment.segments=[plan,caption]"],
+         r"image_alignment.segments: the introspective_t2i program writes no segment 'caption'"),
+        (["rl.programs.introspective.reward.terms.image_alignment.segments=[plan,sketch]"], r"unknown segment 'sketch'"),
+    ],
+)  # fmt: skip
+def test_bad_config_fails_at_composition(tmp_path, sft_checkpoint, extra, message):
+    with pytest.raises(Exception, match=message):
+        config(tmp_path, sft_checkpoint, extra=extra)
+
+
+def test_an_unknown_scorer_or_a_checkpoint_that_is_not_janus_fails_before_ray_starts(tmp_path, sft_checkpoint):
+    bad_scorer = config(tmp_path, sft_checkpoint, extra=["rl.programs.introspective.reward.terms.image_alignment.scorer={name: shapes_verifyer}"])
+    with pytest.raises(ValueError, match=r"rl.programs.introspective.reward.terms.image_alignment.scorer.*shapes_verifyer"):
+        run_rl(bad_scorer, tmp_path)
+    assert not ray.is_initialized()
+    llama = tmp_path / "llama"
+    llama.mkdir()
+    (llama / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    with pytest.raises(ValueError, match=r"rl.checkpoint: .*llama is a 'llama' checkpoint, not a Janus one"):
+        run_rl(config(tmp_path, llama), tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"rl.checkpoint: .*empty is not a Hugging Face checkpoint"):
+        run_rl(config(tmp_path, tmp_path / "empty"), tmp_path)
+    assert not ray.is_initialized() and not (tmp_path / "rl").exists()
+
+
+def test_the_cli_names_the_culprit(tmp_path, sft_checkpoint, capsys):
+    from coevolve.cli.main import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["rl", *overrides(tmp_path, tmp_path / "nowhere"), "hydra.output_subdir=null"])
+    assert exit_info.value.code == 2
+    assert "rl.checkpoint" in capsys.readouterr().err
