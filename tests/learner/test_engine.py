@@ -1,14 +1,12 @@
 """The learner's training engine: plain torch and DeepSpeed ZeRO 0-3 (on CPU), with and without LoRA.
 
-DeepSpeed runs in this process (one rank of a world of one); the module fixture gives the
+DeepSpeed runs in this process (one rank of a world of one); conftest.py gives the
 environment and the process group back when the file is done, so no other test sees them.
 """
 
 from __future__ import annotations
 
 import copy
-import os
-import sys
 
 import pytest
 import torch
@@ -33,19 +31,6 @@ ENGINES = {
     "zero3": (EngineConfig("deepspeed", 3), ZERO3),
 }
 OPTIM = OptimConfig(learning_rate=1e-3, weight_decay=0.01, max_grad_norm=1.0)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_process_world():
-    saved = dict(os.environ)
-    yield
-    comm = sys.modules.get("deepspeed.comm")
-    if comm is not None and comm.is_initialized():
-        comm.destroy_process_group()
-    elif torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
-    os.environ.clear()
-    os.environ.update(saved)
 
 
 @pytest.fixture(scope="module")

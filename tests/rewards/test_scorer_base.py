@@ -27,7 +27,9 @@ class NotAScorer:
 
 
 def test_builtins_are_registered_by_name():
-    assert set(SCORERS) == {"shapes_verifier", "yes_no_judge", "self_consistency", "reconstruction", "clip_score"}
+    assert set(SCORERS) == {
+        "shapes_verifier", "yes_no_judge", "self_consistency", "reconstruction", "clip_score", "introspective_format",
+    }  # fmt: skip
     scorer = build_scorer({"name": "shapes_verifier", "graded": True})
     assert isinstance(scorer, ShapesVerifier) and scorer.graded
 
