@@ -42,7 +42,7 @@ from coevolve.learner.learner import Learner, ProgramScoring, Sample
 from coevolve.rl.config import ProgramConfig, RLConfig
 from coevolve.rollout.cluster import Demand, connect
 from coevolve.rollout.driver import RolloutDriver, demand
-from coevolve.rollout.items import load_items
+from coevolve.rollout.items import load_items, shapes_items
 from coevolve.rollout.programs import RolloutItem
 from coevolve.traces.record import trace_row
 from coevolve.utils.fs import atomic_output_dir, atomic_write_text
@@ -81,8 +81,6 @@ class ItemStream:
     def at(self, step: int) -> list[RolloutItem]:
         n = self.rollout.num_prompts
         if self.pool is None:
-            from coevolve.rollout.items import shapes_items
-
             items = shapes_items(self.rollout.program, n, self.seed, start=step * n)
         else:
             items = [self.pool[(step * n + i) % len(self.pool)] for i in range(n)]
