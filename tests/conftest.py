@@ -4,7 +4,9 @@ Set COEVOLVE_TINY_CHECKPOINT to an existing `coevolve bootstrap tiny` output to 
 across sessions while developing; by default it is built once into pytest's temp dir.
 Set COEVOLVE_SFT_CHECKPOINT to an SFT output (`coevolve sft recipe=shapes`'s checkpoints/sft) to
 use it; by default a 4-step SFT run of the shapes recipe from the tiny checkpoint is made once per
-session (the tests that use it check machinery, not what SFT taught).
+session (the tests that use it check machinery, not what SFT taught). `short_rl_run` is a 3-step
+`coevolve rl recipe=shapes` from that checkpoint at tiny sizes (`short_rl_overrides`), made once
+per session for the tests that read what a run writes.
 """
 
 from __future__ import annotations
@@ -78,3 +80,54 @@ def sft_adapter(sft_checkpoint):
     from coevolve.model.adapter import JanusAdapter
 
     return JanusAdapter.from_pretrained(sft_checkpoint)
+
+
+INTRO = "rl.programs.introspective.rollout"
+RECON = "rl.programs.reconstruction.rollout"
+
+
+def short_rl_overrides(run_dir, checkpoint, steps: int = 3) -> list[str]:
+    """A `coevolve rl recipe=shapes` of `steps` steps at tiny sizes (a checkpoint every step)."""
+    return [
+        "recipe=shapes",
+        f"run_dir={run_dir}",
+        f"rl.checkpoint={checkpoint}",
+        f"{INTRO}.num_prompts=2",
+        f"{INTRO}.num_generations=2",
+        f"{INTRO}.num_workers=1",
+        f"{INTRO}.max_plan_tokens=6",
+        f"{INTRO}.max_verdict_tokens=4",
+        f"{INTRO}.max_reflection_tokens=4",
+        f"{RECON}.num_prompts=1",
+        f"{RECON}.num_generations=2",
+        f"{RECON}.num_workers=1",
+        f"{RECON}.max_caption_tokens=6",
+        f"rl.stages=[{{name: coevolve, steps: {steps}}}]",
+        "rl.save_steps=1",
+        "rl.save_total_limit=null",
+        "rl.eval_steps=0",
+        "rl.learner.num_cpus=1",
+        "rl.learner.micro_batch_size=4",
+        "rl.learner.optimizer.learning_rate=1e-3",
+        "eval.num_prompts_per_category=1",
+        "eval.num_heldout_renders=4",
+        "eval.num_caption_images=2",
+        "logging.tensorboard=false",
+    ]
+
+
+@pytest.fixture(scope="session")
+def rl_overrides():
+    """`short_rl_overrides`, for tests that vary the short run."""
+    return short_rl_overrides
+
+
+@pytest.fixture(scope="session")
+def short_rl_run(sft_checkpoint, tmp_path_factory) -> tuple[Path, dict]:
+    """(run directory, summary) of one short RL run; tests copy it before changing anything in it."""
+    from coevolve.config import compose_config, to_typed
+    from coevolve.rl.run import run_rl
+
+    run_dir = tmp_path_factory.mktemp("rl") / "run"
+    summary = run_rl(to_typed(compose_config([*short_rl_overrides(run_dir, sft_checkpoint)])), run_dir)
+    return run_dir, summary

@@ -1,7 +1,7 @@
 """`coevolve` command line: one sub-command per stage (DESIGN.md section 2).
 
 `sft`, `rl`, `eval`, `rewards` and `rollout` are Hydra apps (`coevolve sft recipe=shapes engine=deepspeed`, `-m`
-sweeps; see `coevolve/cli/stages.py`); `bootstrap`, `demo`, `pipeline` and `bench` take plain options.
+sweeps; see `coevolve/cli/stages.py`); `bootstrap`, `demo`, `pipeline`, `bench` and `traces` take plain options.
 """
 
 from __future__ import annotations
@@ -65,6 +65,88 @@ def _bench(args: argparse.Namespace) -> int:
         result = quality.vq_fidelity_report(args.model, args.n, args.seed)
     print(json.dumps(result, indent=2))
     return 0
+
+
+def _traces(args: argparse.Namespace) -> int:
+    from coevolve.traces import commands
+    from coevolve.traces.store import TraceStore
+
+    if args.action == "report":
+        from coevolve.traces.report import write_report
+
+        write_report(args.path, args.out)
+        print(f"wrote {args.out}")
+        return 0
+    if args.action == "serve":
+        from coevolve.traces.report import serve
+
+        serve(args.path, args.port)
+        return 0
+    store = TraceStore.open(args.path)
+    if args.action == "ls":
+        print(commands.ls(store))
+    elif args.action == "show":
+        print(commands.show(store, args.step, group=args.group, trajectory_id=args.id))
+    else:
+        steps = args.step or None
+        chosen = {"where": args.where, "named": args.named, "below": args.below, "steps": steps}
+        if args.action == "query":
+            columns = args.columns.split(",") if args.columns else None
+            print(commands.query(store, **chosen, columns=columns, limit=args.limit))
+        else:
+            count = commands.export(store, args.out, args.format, **chosen)
+            print(f"wrote {count} rows to {args.out}")
+    return 0
+
+
+def _traces_parser(commands: argparse._SubParsersAction) -> None:
+    traces = commands.add_parser(
+        "traces", help="list, show, query and export the trace store of a run (coevolve/traces)"
+    )
+    actions = traces.add_subparsers(dest="action", required=True)
+    run_help = "a run directory (its rl/traces/ or rollout/*/traces/), a rollout output or a store directory"
+
+    ls = actions.add_parser("ls", help="steps with row counts and each reward term's mean")
+    ls.add_argument("path", metavar="RUN", help=run_help)
+
+    show = actions.add_parser("show", help="one step's trajectories, one readable block each")
+    show.add_argument("path", metavar="RUN", help=run_help)
+    show.add_argument("--step", type=int, required=True)
+    show.add_argument("--group", help="only this group (prompt)")
+    show.add_argument("--id", help="only this trajectory")
+
+    def filters(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("path", metavar="RUN", help=run_help)
+        parser.add_argument(
+            "--where", help='a DuckDB SQL condition over the columns, e.g. \'"reward/format" < 0.5 AND step > 10\''
+        )
+        parser.add_argument(
+            "--named", action="append", default=[], metavar="NAME",
+            help="a named query: aha (No, then a better regenerated image), disagree (self-check vs judge), dropped",
+        )  # fmt: skip
+        parser.add_argument(
+            "--below", action="append", default=[], metavar="TERM=VALUE", help="reward term TERM below VALUE"
+        )
+        parser.add_argument("--step", type=int, action="append", help="only this step (repeatable)")
+
+    query = actions.add_parser("query", help="the rows matching --where / --named / --below")
+    filters(query)
+    query.add_argument("--columns", help="comma-separated columns to print (default: step, id, prompt, verdict, rewards)")
+    query.add_argument("--limit", type=int, default=20, help="rows printed (default 20)")
+
+    export = actions.add_parser("export", help="write rows (all, or those matching the filters) to a file")
+    filters(export)
+    export.add_argument("--format", choices=["jsonl", "parquet", "csv"], required=True)
+    export.add_argument("--out", required=True, help="output file (replaced)")
+
+    report = actions.add_parser("report", help="a self-contained HTML viewer of the run's traces")
+    report.add_argument("path", metavar="RUN", help=run_help)
+    report.add_argument("--out", required=True, help="the HTML file to write")
+
+    serve = actions.add_parser("serve", help="serve the HTML viewer of the run's traces")
+    serve.add_argument("path", metavar="RUN", help=run_help)
+    serve.add_argument("--port", type=int, default=8000)
+    traces.set_defaults(run=_traces)
 
 
 def _peak_rss_mib() -> float:
@@ -156,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--n", type=int, default=1000)
     bench.add_argument("--seed", type=int, default=0)
     bench.set_defaults(run=_bench)
+    _traces_parser(commands)
     return parser
 
 
@@ -170,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except (ValueError, FileExistsError, FileNotFoundError) as error:
-        print(f"coevolve {args.command}: error: {error}", file=sys.stderr)
+        command = " ".join(filter(None, (args.command, getattr(args, "action", None))))
+        print(f"coevolve {command}: error: {error}", file=sys.stderr)
         return 2
 
 

@@ -139,11 +139,24 @@ class EngineConfig:
             raise ValueError(f"engine.zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
 
 
+WANDB_MODES = ("offline", "online", "disabled")
+
+
 @dataclass
 class LoggingConfig:
     logging_steps: int = 10
     tensorboard: bool = True  # event files under the stage's directory, `tensorboard --logdir RUN_DIR`
     progress_bar: bool = True
+    # coevolve rl: also log its metric rows (the names of metrics.jsonl) to Weights & Biases
+    # (`pip install 'coevolve[wandb]'`; coevolve/utils/metrics_log.py).
+    wandb: bool = False
+    wandb_project: str = "coevolve"
+    # "offline": run files under RUN_DIR/rl/wandb/ (`wandb sync` uploads them later); "online"; "disabled".
+    wandb_mode: str = "offline"
+
+    def __post_init__(self) -> None:
+        if self.wandb_mode not in WANDB_MODES:
+            raise ValueError(f"logging.wandb_mode must be one of {WANDB_MODES}, got {self.wandb_mode!r}")
 
 
 @dataclass

@@ -7,8 +7,11 @@ current stage trains, goes to the learner actor (`Learner.train`) → the new we
 rollout actor as policy version step + 1.
 
 Writes under RUN_DIR/rl/:
-- `config.yaml` (the resolved config), `metrics.jsonl` (one row per step), TensorBoard events in `tb/`;
-- `traces/step-NNNNNN/traces.jsonl` + PNGs: every trajectory with its rewards and advantages;
+- `config.yaml` (the resolved config), `metrics.jsonl` (one row per step), TensorBoard events in `tb/`
+  and, with `logging.wandb`, a W&B run in `wandb/` — the same names (coevolve/utils/metrics_log.py);
+- `traces/`: the trace store (coevolve/traces/store.py), one Parquet shard per step
+  (`step-NNNNNN.parquet`) with every trajectory, its rewards, advantages and trained segments,
+  the images as PNG under `traces/images/`;
 - `checkpoint-N/`: `policy/` (HF format), `learner/` (engine, optimiser, scheduler), `step.json`,
   every `rl.save_steps` steps and at the end of each stage; the newest `save_total_limit` are kept;
 - `eval/step-N/`: `coevolve eval` figures, every `rl.eval_steps` steps (and step 0) and at the end
@@ -16,8 +19,8 @@ Writes under RUN_DIR/rl/:
 and the policy at the end of each stage as RUN_DIR/checkpoints/rl/STAGE (HF format).
 
 `rl.resume: auto` continues from the newest `checkpoint-N`: the learner reloads weights and
-optimiser state, the rollout actors get those weights as version N, the metrics rows after step
-N are dropped, and prompts and sampling seeds are pure functions of (seed, step), so the run
+optimiser state, the rollout actors get those weights as version N, the metrics rows and trace
+shards after step N are dropped, and prompts and sampling seeds are pure functions of (seed, step), so the run
 continues exactly as if it had not stopped.
 
 Every check runs before any actor starts: the config (`RLConfig.check`, group sizes, segment
@@ -27,8 +30,8 @@ their items on a worker before the first rollout.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import math
 import re
 import shutil
 import time
@@ -45,7 +48,9 @@ from coevolve.rollout.driver import RolloutDriver, demand
 from coevolve.rollout.items import load_items, shapes_items
 from coevolve.rollout.programs import RolloutItem
 from coevolve.traces.record import trace_row
+from coevolve.traces.store import TraceWriter
 from coevolve.utils.fs import atomic_output_dir, atomic_write_text
+from coevolve.utils.metrics_log import MetricsLog, check_wandb
 from rewards.base import resolve_scorer_spec
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -120,41 +125,12 @@ def _eval_scalars(figures: dict) -> dict[str, float]:
     return out
 
 
-class _Metrics:
-    """metrics.jsonl (rows after the resumed step dropped) and TensorBoard events."""
-
-    def __init__(self, out: Path, start_step: int, tensorboard: bool):
-        self.path = out / "metrics.jsonl"
-        rows = []
-        if self.path.is_file():
-            rows = [line for line in self.path.read_text().splitlines() if line.strip()]
-            rows = [line for line in rows if json.loads(line)["step"] <= start_step]
-        atomic_write_text(self.path, "".join(line + "\n" for line in rows))
-        self.writer = None
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(out / "tb"), purge_step=start_step + 1 if start_step else None)
-
-    def write(self, row: dict) -> None:
-        with self.path.open("a") as stream:
-            stream.write(json.dumps(row) + "\n")
-        if self.writer is not None:
-            for key, value in row.items():
-                if isinstance(value, (int, float)) and key != "step" and math.isfinite(value):
-                    self.writer.add_scalar(key, value, row["step"])
-            self.writer.flush()
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
 def _check(config: Config) -> None:
     rl = config.rl
     rl.__post_init__()
     rl.check()
     check_janus_checkpoint(Path(rl.checkpoint), "rl.checkpoint")
+    check_wandb(config.logging)
     for name, program in rl.programs.items():
         program.reward.__post_init__()
         for term_name, term in program.reward.terms.items():
@@ -172,17 +148,16 @@ def _save_checkpoint(learner, out: Path, step: int, limit: int | None) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def _write_traces(out: Path, step: int, run: str, batches: list[tuple[list, object, dict]]) -> None:
-    with atomic_output_dir(out / "traces" / f"step-{step:06d}", overwrite=True) as staging:
-        rows = []
-        for trajectories, rewards, trained in batches:
-            by_id = {row["id"]: row for row in rewards.rows()}
-            for trajectory in trajectories:
-                row = trace_row(trajectory, staging, run, step, by_id.get(trajectory.id))
-                row["dropped"] = trajectory.id not in by_id
-                row["trained_segments"] = sorted(trained.get(trajectory.id, ()))
-                rows.append(row)
-        (staging / "traces.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+def _write_traces(traces: TraceWriter, step: int, run: str, batches: list[tuple[list, object, dict]]) -> None:
+    rows = []
+    for trajectories, rewards, trained in batches:
+        by_id = {row["id"]: row for row in rewards.rows()}
+        for trajectory in trajectories:
+            row = trace_row(trajectory, traces.root, run, step, by_id.get(trajectory.id))
+            row["dropped"] = trajectory.id not in by_id
+            row["trained_segments"] = sorted(trained.get(trajectory.id, ()))
+            rows.append(row)
+    traces.write_step(step, rows)
 
 
 def run_rl(config: Config, run_dir: Path) -> dict:
@@ -233,7 +208,10 @@ def run_rl(config: Config, run_dir: Path) -> dict:
             for driver in drivers.values():
                 driver.push_weights(state, start_step)
         out.mkdir(parents=True, exist_ok=True)
-        metrics = _Metrics(out, start_step, config.logging.tensorboard)
+        run_config = dataclasses.asdict(config)
+        metrics = MetricsLog(out, start_step, config.logging, run_config)
+        traces = TraceWriter(out / "traces", run_config, programs=run_config["rl"]["programs"])
+        traces.discard_after(start_step)  # what a stopped run wrote past its checkpoint
         evals = {}
 
         def evaluate(step: int) -> dict:
@@ -296,7 +274,7 @@ def run_rl(config: Config, run_dir: Path) -> dict:
                 for driver in drivers.values():
                     driver.push_weights(ray.get(learner.policy_state_dict.remote()), step + 1)
             t0 = time.perf_counter()
-            _write_traces(out, step + 1, str(run_dir), batches)
+            _write_traces(traces, step + 1, str(run_dir), batches)
             row["timing/traces_s"] = time.perf_counter() - t0
             done = step + 1
             stage_end = done == sum(s.steps for s in rl.stages[: stage_index + 1])

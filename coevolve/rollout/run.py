@@ -6,7 +6,9 @@ item's `rollout.num_generations` trajectories, scores them with the `reward` ter
 are any) in a reward worker, and writes to `out_dir`, which appears only once complete:
 
 - `trajectories.pt`: the `coevolve.trajectory.Trajectory` list (`torch.load(..., weights_only=False)`);
-- `traces.jsonl`: one `coevolve.traces.trace_row` per trajectory, PNGs under `images/`;
+- `traces/`: a trace store (coevolve/traces/store.py) holding one shard, step 0: a
+  `coevolve.traces.trace_row` per trajectory, PNGs under `traces/images/`
+  (`coevolve traces ls|show|query|export OUT_DIR`);
 - `summary.json`: counts, each term's mean raw score, trajectories/s, seconds per phase.
 
 Every check (config, items, cluster address, prompt lengths, reward specs) runs before sampling;
@@ -15,6 +17,7 @@ nothing is written when one fails.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -28,6 +31,7 @@ from coevolve.rollout.cluster import connect
 from coevolve.rollout.driver import RolloutDriver, demand
 from coevolve.rollout.items import load_items
 from coevolve.traces.record import trace_row
+from coevolve.traces.store import TraceWriter
 from coevolve.utils.fs import atomic_output_dir, check_output_dir
 
 
@@ -82,13 +86,15 @@ def run_rollout(config: Config, out_dir: str | Path, run: str = "rollout", overw
         summary["counts"]["images_drawn"] = _counts([t.info["rounds"] for t in trajectories])
         summary["counts"]["final_image"] = _counts([t.final_image_name for t in trajectories])
     with atomic_output_dir(out_dir, overwrite=overwrite) as staging:
+        programs = {rollout.program: {"rollout": dataclasses.asdict(rollout), "reward": dataclasses.asdict(config.reward)}}
+        traces = TraceWriter(staging / "traces", dataclasses.asdict(config), programs=programs)
         rows = []
         for trajectory in trajectories:
-            row = trace_row(trajectory, staging, run, 0, by_id.get(trajectory.id))
-            if rewards is not None and trajectory.id not in by_id:
-                row["dropped"] = True
+            row = trace_row(trajectory, traces.root, run, 0, by_id.get(trajectory.id))
+            if rewards is not None:
+                row["dropped"] = trajectory.id not in by_id
             rows.append(row)
-        (staging / "traces.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+        traces.write_step(0, rows)
         torch.save(trajectories, staging / "trajectories.pt")
         (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

@@ -14,9 +14,10 @@ group was dropped). Every value is JSON-serialisable.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from coevolve.trajectory import Trajectory
+if TYPE_CHECKING:  # torch is not needed to read traces
+    from coevolve.trajectory import Trajectory
 
 TRACE_COLUMNS = (
     "run", "step", "group", "id", "program", "prompt", "policy_version", "plan", "image_path", "verdict", "p_yes",

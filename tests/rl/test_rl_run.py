@@ -13,42 +13,17 @@ from safetensors.torch import load_file
 
 from coevolve.config import compose_config, to_typed
 from coevolve.rl.run import run_rl
+from coevolve.traces.store import TraceStore
 
 INTRO = "rl.programs.introspective.rollout"
-RECON = "rl.programs.reconstruction.rollout"
 
 
-def overrides(run_dir, checkpoint, steps: int = 3) -> list[str]:
-    return [
-        "recipe=shapes",
-        f"run_dir={run_dir}",
-        f"rl.checkpoint={checkpoint}",
-        f"{INTRO}.num_prompts=2",
-        f"{INTRO}.num_generations=2",
-        f"{INTRO}.num_workers=1",
-        f"{INTRO}.max_plan_tokens=6",
-        f"{INTRO}.max_verdict_tokens=4",
-        f"{INTRO}.max_reflection_tokens=4",
-        f"{RECON}.num_prompts=1",
-        f"{RECON}.num_generations=2",
-        f"{RECON}.num_workers=1",
-        f"{RECON}.max_caption_tokens=6",
-        f"rl.stages=[{{name: coevolve, steps: {steps}}}]",
-        "rl.save_steps=1",
-        "rl.save_total_limit=null",
-        "rl.eval_steps=0",
-        "rl.learner.num_cpus=1",
-        "rl.learner.micro_batch_size=4",
-        "rl.learner.optimizer.learning_rate=1e-3",
-        "eval.num_prompts_per_category=1",
-        "eval.num_heldout_renders=4",
-        "eval.num_caption_images=2",
-        "logging.tensorboard=false",
-    ]
+@pytest.fixture(scope="module")
+def config(rl_overrides):
+    def make(run_dir, checkpoint, extra=()):
+        return to_typed(compose_config([*rl_overrides(run_dir, checkpoint), *extra]))
 
-
-def config(*args, extra=()):
-    return to_typed(compose_config([*overrides(*args), *extra]))
+    return make
 
 
 def weights(path) -> dict[str, torch.Tensor]:
@@ -60,10 +35,8 @@ def rows(run_dir) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory, sft_checkpoint):
-    run_dir = tmp_path_factory.mktemp("rl") / "run"
-    summary = run_rl(config(run_dir, sft_checkpoint), run_dir)
-    return run_dir, summary
+def finished(short_rl_run):
+    return short_rl_run
 
 
 def test_a_run_trains_both_programs_and_writes_metrics_traces_checkpoints(finished, sft_checkpoint):
@@ -89,10 +62,12 @@ def test_a_run_trains_both_programs_and_writes_metrics_traces_checkpoints(finish
     assert first["policy/version_lag/max"] == 0  # synchronous: every step samples the newest weights
     assert first["learner/sampling/importance_sampling_ratio/mean"] == pytest.approx(1.0, abs=1e-3)
     assert "eval/image_accuracy" in metrics[-1]  # the stage's end is evaluated
-    traces = (run_dir / "rl" / "traces" / "step-000002" / "traces.jsonl").read_text().splitlines()
-    assert len(traces) == 2 * 2 + 1 * 2
-    trace = json.loads(traces[0])
-    assert trace["policy_version"] == 1 and "advantage/plan" in trace and trace["trained_segments"]
+    traces = TraceStore.open(run_dir)
+    assert traces.root == run_dir / "rl" / "traces" and traces.steps() == [1, 2, 3]
+    step_rows = traces.table([2]).to_pylist()
+    assert len(step_rows) == 2 * 2 + 1 * 2
+    trace = step_rows[0]
+    assert trace["policy_version"] == 1 and trace["advantage/plan"] is not None and trace["trained_segments"]
     assert sorted(p.name for p in (run_dir / "rl").glob("checkpoint-*")) == [f"checkpoint-{i}" for i in (1, 2, 3)]
     final = run_dir / "checkpoints" / "rl" / "coevolve"
     assert summary["checkpoints"]["coevolve"] == str(final)
@@ -104,7 +79,7 @@ def test_a_run_trains_both_programs_and_writes_metrics_traces_checkpoints(finish
     JanusForConditionalGeneration.from_pretrained(final)  # plain transformers loads it
 
 
-def test_a_run_stopped_after_step_2_resumes_to_the_same_weights_and_metrics(finished, sft_checkpoint, tmp_path):
+def test_a_run_stopped_after_step_2_resumes_to_the_same_weights_and_metrics(finished, sft_checkpoint, tmp_path, config):
     run_dir, _ = finished
     stopped = tmp_path / "run"
     shutil.copytree(run_dir, stopped)
@@ -123,6 +98,15 @@ def test_a_run_stopped_after_step_2_resumes_to_the_same_weights_and_metrics(fini
     assert untimed(again[2]) == untimed(first[2])
     resumed, straight = weights(stopped / "checkpoints" / "rl" / "coevolve"), weights(run_dir / "checkpoints" / "rl" / "coevolve")
     assert all(torch.equal(resumed[k], straight[k]) for k in straight)
+    # The shard of step 3 the stopped run left is replaced, not added to: the same trajectories.
+    traces = TraceStore.open(stopped)
+    assert traces.steps() == [1, 2, 3] and traces.manifest["steps"]["3"]["rows"] == 6
+
+    def same(row):
+        return {k: v for k, v in row.items() if k != "run" and not k.startswith("seconds/")}
+
+    straight_rows = TraceStore.open(run_dir).table([3]).to_pylist()
+    assert [same(row) for row in traces.table([3]).to_pylist()] == [same(row) for row in straight_rows]
 
 
 @pytest.mark.parametrize(
@@ -134,12 +118,12 @@ def test_a_run_stopped_after_step_2_resumes_to_the_same_weights_and_metrics(fini
         (["rl.programs.introspective.reward.terms.image_alignment.segments=[plan,sketch]"], r"unknown segment 'sketch'"),
     ],
 )  # fmt: skip
-def test_bad_config_fails_at_composition(tmp_path, sft_checkpoint, extra, message):
+def test_bad_config_fails_at_composition(tmp_path, sft_checkpoint, extra, message, config):
     with pytest.raises(Exception, match=message):
         config(tmp_path, sft_checkpoint, extra=extra)
 
 
-def test_an_unknown_scorer_or_a_checkpoint_that_is_not_janus_fails_before_ray_starts(tmp_path, sft_checkpoint):
+def test_an_unknown_scorer_or_a_checkpoint_that_is_not_janus_fails_before_ray_starts(tmp_path, sft_checkpoint, config):
     bad_scorer = config(tmp_path, sft_checkpoint, extra=["rl.programs.introspective.reward.terms.image_alignment.scorer={name: shapes_verifyer}"])
     with pytest.raises(ValueError, match=r"rl.programs.introspective.reward.terms.image_alignment.scorer.*shapes_verifyer"):
         run_rl(bad_scorer, tmp_path)
@@ -154,10 +138,10 @@ def test_an_unknown_scorer_or_a_checkpoint_that_is_not_janus_fails_before_ray_st
     assert not ray.is_initialized() and not (tmp_path / "rl").exists()
 
 
-def test_the_cli_names_the_culprit(tmp_path, sft_checkpoint, capsys):
+def test_the_cli_names_the_culprit(tmp_path, sft_checkpoint, capsys, rl_overrides):
     from coevolve.cli.main import main
 
     with pytest.raises(SystemExit) as exit_info:
-        main(["rl", *overrides(tmp_path, tmp_path / "nowhere"), "hydra.output_subdir=null"])
+        main(["rl", *rl_overrides(tmp_path, tmp_path / "nowhere"), "hydra.output_subdir=null"])
     assert exit_info.value.code == 2
     assert "rl.checkpoint" in capsys.readouterr().err

@@ -11,6 +11,7 @@ from PIL import Image
 
 from coevolve.cli.main import main
 from coevolve.rollout.cluster import probe
+from coevolve.traces.store import TraceStore
 
 SMALL = ["rollout.num_prompts=3", "rollout.num_generations=2", "rollout.num_workers=1", "rollout.unit_size=2"]
 
@@ -26,13 +27,16 @@ def test_rollout_writes_trajectories_traces_and_pngs(tmp_path, sft_checkpoint, c
     printed = capsys.readouterr().out
     assert json.loads(printed[printed.index("{\n") :]) == summary
     assert summary["counts"]["trajectories"] == 6 and 0 <= summary["rewards"]["reconstruction"] <= 1
-    rows = [json.loads(line) for line in (out / "traces.jsonl").read_text().splitlines()]
+    store = TraceStore.open(out)
+    assert store.root == out / "traces" and store.steps() == [0]
+    rows = store.table().to_pylist()
     assert [row["id"] for row in rows] == [f"p{i:04d}/{k}" for i in range(3) for k in range(2)]
     for row in rows:
         assert row["program"] == "reconstruction" and row["policy_version"] == 0 and isinstance(row["caption"], str)
-        assert 0 <= row["reward/reconstruction"] <= 1 and "advantage/caption" in row
+        assert 0 <= row["reward/reconstruction"] <= 1 and row["advantage/caption"] is not None
+        assert row["dropped"] is False
         for key in ("image_path", "source_image_path"):
-            with Image.open(out / row[key]) as image:
+            with Image.open(store.root / row[key]) as image:
                 assert image.size == (64, 64)
     trajectories = torch.load(out / "trajectories.pt", weights_only=False)
     assert [t.id for t in trajectories] == [row["id"] for row in rows]
