@@ -11,7 +11,8 @@ README's experiments: `--imgw` / `--objw` / `--bgw` weight image / object / back
 `--focal` a focal exponent, `--firstonly` the loss on the first object cell only, `--noise`
 replaces a fraction of image input tokens, `--headinit` / `--vhead` re-initialise the generation
 path fan-in scaled, `--qk` scales the trunk's query/key weights, `--spot`/`--const` replace the
-images by one colour-coded token at a fixed/random place or everywhere.
+images by one colour-coded token at a fixed/random place or everywhere, `--curriculum N` trains
+the first N steps on colour scenes, `--alignscale` scales the generation aligner's output layer.
 """
 
 import argparse
@@ -48,6 +49,8 @@ ap.add_argument("--objw", type=float, default=1.0)
 ap.add_argument("--headinit", action="store_true")
 ap.add_argument("--vhead", action="store_true")
 ap.add_argument("--imgw", type=float, default=1.0)
+ap.add_argument("--alignscale", type=float, default=1.0, help="scale the generation aligner output layer")
+ap.add_argument("--curriculum", type=int, default=0, help="first N steps on --tag colors, then --tag")
 a = ap.parse_args()
 torch.manual_seed(0)
 import copy
@@ -75,10 +78,14 @@ with torch.no_grad():
             p.mul_(a.qk)
         if a.headinit and n.endswith("weight") and ("generation_head.proj_out" in n or "generation_aligner" in n):
             torch.nn.init.normal_(p, std=p.shape[1] ** -0.5)
+        if "generation_aligner.hidden_layers.0" in n:
+            p.mul_(a.alignscale)
         if a.vhead and n.endswith("weight") and "generation_head.vision_head" in n:
             torch.nn.init.normal_(p, std=p.shape[1] ** -0.5)
 TAGS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 exs = [sample_example(derive_seed(5, i), a.tag if a.tag != "all" else TAGS[i % 6]) for i in range(600)]
+if a.curriculum:
+    exs += [sample_example(derive_seed(6, i), "colors") for i in range(600)]
 test = [sample_example(derive_seed(77, i), "colors") for i in range(40)]
 imgs = [e.render() for e in exs]
 codes = encode_images(m, ad.processor, imgs).cpu() if a.task != "caption" else None
@@ -192,7 +199,8 @@ for step in range(a.steps + 1):
         )
     if step == a.steps:
         break
-    idx = random.Random(step).sample(range(len(exs)), a.bs)
+    pool = range(600, 1200) if a.curriculum and step < a.curriculum else range(600)
+    idx = random.Random(step).sample(pool, a.bs)
     lps = score(m, ad.spec, seqs(idx), mode=CFGMode.CONDITIONAL).logprobs
     tot = 0
     n = 0
