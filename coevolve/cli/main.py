@@ -67,6 +67,56 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _geneval(args: argparse.Namespace) -> int:
+    from coevolve.eval import geneval_score
+
+    if args.action == "prompts":
+        from coevolve.eval.geneval import write_metadata
+        from coevolve.eval.shapes import shapes_prompts
+
+        if args.per_category < 1:
+            raise ValueError(f"--per-category must be >= 1, got {args.per_category}")
+        examples = shapes_prompts(args.per_category, args.seed)
+        write_metadata(args.out, [example.metadata for example in examples], overwrite=args.overwrite)
+        print(f"wrote {len(examples)} prompts to {args.out}")
+        return 0
+    if args.action == "score":
+        rows = geneval_score.score_folder(args.imagedir)
+        geneval_score.write_results(rows, args.outfile)
+    else:
+        rows = geneval_score.read_results(args.results)
+    print(geneval_score.summary(rows))
+    return 0
+
+
+def _geneval_parser(commands: argparse._SubParsersAction) -> None:
+    geneval = commands.add_parser(
+        "geneval", help="GenEval on the shapes world: its prompt file, the verifier as its scorer, its summary"
+    )
+    actions = geneval.add_subparsers(dest="action", required=True)
+    prompts = actions.add_parser(
+        "prompts", help="write the shapes eval's prompt set as a GenEval evaluation_metadata.jsonl"
+    )
+    prompts.add_argument("--out", required=True, help="the metadata file to write")
+    prompts.add_argument(
+        "--per-category", type=int, default=20, help="prompts per GenEval category (default 20, as eval's)"
+    )
+    prompts.add_argument("--seed", type=int, default=1234, help="default 1234, as eval's: the same prompts")
+    prompts.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    score = actions.add_parser(
+        "score",
+        help="judge a GenEval-layout folder of shapes images with the verifier (GenEval's evaluate_images.py), "
+        "write results.jsonl and print GenEval's summary",
+    )
+    score.add_argument(
+        "imagedir", help="OUTDIR/<index>/metadata.jsonl + samples/<k>.png (`coevolve eval suite=geneval`)"
+    )
+    score.add_argument("--outfile", default="results.jsonl", help="results file (replaced; default results.jsonl)")
+    summary = actions.add_parser("summary", help="print GenEval's summary of a results.jsonl (summary_scores.py)")
+    summary.add_argument("results", help="a results.jsonl, ours or GenEval's")
+    geneval.set_defaults(run=_geneval)
+
+
 def _traces(args: argparse.Namespace) -> int:
     from coevolve.traces import commands
     from coevolve.traces.store import TraceStore
@@ -201,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for stage, text in (
         ("sft", "SFT warm start on the task mixture (Hydra overrides: recipe=NAME, key=value, -m)"),
-        ("eval", "evaluate model.path on the shapes world (Hydra overrides)"),
+        ("eval", "evaluate model.path: suite=shapes (default), geneval or dpg (Hydra overrides)"),
         ("rewards", "check the reward terms on seeded shapes pairs (Hydra overrides)"),
         ("rollout", "run the rollout program once on Ray workers: checkpoint=DIR (Hydra overrides)"),
         ("rl", "GRPO from the SFT checkpoint on the recipe's rollout programs (Hydra overrides: recipe=NAME)"),
@@ -239,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seed", type=int, default=0)
     bench.set_defaults(run=_bench)
     _traces_parser(commands)
+    _geneval_parser(commands)
     return parser
 
 

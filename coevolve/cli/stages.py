@@ -19,6 +19,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from coevolve.config import CONFIG_MODULE, register, to_typed
 from coevolve.utils.fs import atomic_write_text
@@ -43,20 +44,57 @@ def sft_stage(cfg: DictConfig) -> None:
     print(json.dumps(run_sft(config, run_dir), indent=2))
 
 
-def eval_stage(cfg: DictConfig) -> None:
-    from coevolve.eval.shapes import evaluate_shapes
+def _eval_adapter(config):
+    import torch
+
     from coevolve.model import JanusAdapter
 
+    dtype = getattr(torch, config.model.dtype)
+    return JanusAdapter.from_pretrained(config.model.path, dtype=dtype, device=config.eval.torch_device)
+
+
+def eval_stage(cfg: DictConfig) -> None:
+    """The suite `eval.suite` names (coevolve/eval/config.py) on `model.path`."""
     config = to_typed(cfg)
     checkpoint = Path(config.model.path)
-    out_dir = _run_dir() / "eval" / checkpoint.name
-    adapter = JanusAdapter.from_pretrained(checkpoint)
-    # The evaluation is a pure function of checkpoint and config: a rerun replaces the last one.
-    figures = evaluate_shapes(
-        adapter, config.eval, unconditional=config.model.unconditional, out_dir=out_dir, overwrite=True
-    )
-    _save_config(cfg, out_dir)
-    print(json.dumps(figures, indent=2))
+    if config.eval.suite == "shapes":
+        from coevolve.eval.shapes import evaluate_shapes
+
+        out_dir = _run_dir() / "eval" / checkpoint.name
+        # The evaluation is a pure function of checkpoint and config: a rerun replaces the last one.
+        figures = evaluate_shapes(
+            _eval_adapter(config),
+            config.eval,
+            unconditional=config.model.unconditional,
+            out_dir=out_dir,
+            overwrite=True,
+        )
+        _save_config(cfg, out_dir)
+        print(json.dumps(figures, indent=2))
+        return
+    from coevolve.utils.fs import OutputExistsError, check_output_dir
+
+    name = config.eval.suite
+    suite = getattr(config.eval, name)
+    out_dir = Path(suite.out_dir or _run_dir() / "eval" / name / checkpoint.name)
+    if name == "geneval":
+        from coevolve.eval.geneval import generate_geneval as generate
+        from coevolve.eval.geneval import read_metadata
+
+        prompts = read_metadata(suite.metadata_file, suite.limit)
+    else:
+        from coevolve.eval.dpg import generate_dpg as generate
+        from coevolve.eval.dpg import read_prompts
+
+        prompts = read_prompts(suite.prompts_dir, suite.limit)
+    # Bad prompts and a taken output folder fail before the model loads; the suite's folder holds
+    # only what its scorer reads (Hydra keeps the composed config in RUN_DIR/.hydra/).
+    try:
+        check_output_dir(out_dir.absolute(), suite.overwrite)
+    except OutputExistsError as error:
+        raise OutputExistsError(str(error).replace("pass --overwrite", f"set eval.{name}.overwrite=true")) from None
+    summary = generate(_eval_adapter(config), prompts, out_dir, config.eval, config.model.unconditional)
+    print(json.dumps(summary, indent=2))
 
 
 def rewards_stage(cfg: DictConfig) -> None:
@@ -96,8 +134,9 @@ def rl_stage(cfg: DictConfig) -> None:
 
 
 STAGES = {"sft": sft_stage, "eval": eval_stage, "rewards": rewards_stage, "rollout": rollout_stage, "rl": rl_stage}
-ALIASES = {"checkpoint": "model.path"}
-"""Short override keys: `checkpoint=DIR` is `model.path=DIR`."""
+ALIASES = {"checkpoint": "model.path", "suite": "eval"}
+"""Short override keys: `checkpoint=DIR` is `model.path=DIR`; `suite=NAME` picks the eval group's
+option NAME (`eval=NAME`: shapes, geneval, dpg)."""
 
 
 def _expand(override: str) -> str:
@@ -109,7 +148,7 @@ def _reporting(stage: str, function):
     def task(cfg: DictConfig) -> None:
         try:
             function(cfg)
-        except (ValueError, FileNotFoundError, FileExistsError, ScorerError) as error:
+        except (ValueError, FileNotFoundError, FileExistsError, ScorerError, MissingMandatoryValue) as error:
             print(f"coevolve {stage}: error: {error}", file=sys.stderr)
             raise SystemExit(2) from error
 

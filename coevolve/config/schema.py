@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from omegaconf import MISSING
 
 from coevolve.config.lora import LoraConfig
-from coevolve.eval.shapes import ShapesEvalConfig
+from coevolve.eval.config import EvalConfig
 from coevolve.rl.config import RLConfig
 from coevolve.rollout.config import ClusterConfig, RolloutConfig
 from rewards.config import RewardConfig
@@ -169,7 +169,7 @@ class Config:
     sft: SFTConfig = field(default_factory=SFTConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
-    eval: ShapesEvalConfig = field(default_factory=ShapesEvalConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)  # coevolve/eval/config.py; `coevolve eval`, RL's eval
     reward: RewardConfig = field(default_factory=RewardConfig)  # rewards/config.py; `coevolve rewards` checks it
     rollout: RolloutConfig = field(default_factory=RolloutConfig)  # coevolve/rollout/config.py
     cluster: ClusterConfig = field(default_factory=ClusterConfig)  # the Ray cluster of the actors

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from coevolve.data.shapes import IMAGE_SIZE, TAGS, balanced_examples, derive_seed, sample_example, verify
+from coevolve.data.shapes import TAGS, Example, as_verifiable, balanced_examples, derive_seed, sample_example, verify
 from coevolve.data.shapes.describe import parse_caption
 from coevolve.model.adapter import JanusAdapter
 from coevolve.model.guidance import Guidance
@@ -123,9 +123,7 @@ def evaluate_shapes(
         check_output_dir(Path(out_dir).absolute(), overwrite)
     generator = torch.Generator(device=adapter.model.device).manual_seed(config.seed)
     start = time.perf_counter()
-    examples = [
-        sample_example(derive_seed(config.seed, i), tag) for i in range(config.num_prompts_per_category) for tag in TAGS
-    ]
+    examples = shapes_prompts(config.num_prompts_per_category, config.seed)
     program = IntrospectiveT2I(
         adapter,
         seed=config.seed,
@@ -164,14 +162,15 @@ def evaluate_shapes(
     return figures
 
 
+def shapes_prompts(num_per_category: int, seed: int) -> list[Example]:
+    """The eval's prompt set: `num_per_category` seeded `Example`s per GenEval category, interleaved
+    (item 6i + c is `sample_example(derive_seed(seed, i), TAGS[c])`). `coevolve geneval prompts`
+    writes their metadata as a GenEval `evaluation_metadata.jsonl`."""
+    return [sample_example(derive_seed(seed, i), tag) for i in range(num_per_category) for tag in TAGS]
+
+
 def _batches(items: list, size: int) -> Iterable[list]:
     return (items[start : start + size] for start in range(0, len(items), size))
-
-
-def _verifiable(image: Image.Image) -> Image.Image:
-    # The verifier reads the shapes world's 64px images; a checkpoint drawing at another size
-    # is judged on its image scaled to that.
-    return image if image.size == (IMAGE_SIZE, IMAGE_SIZE) else image.resize((IMAGE_SIZE,) * 2, Image.Resampling.BOX)
 
 
 def _text(trajectory: Trajectory, name: str) -> str | None:
@@ -182,9 +181,9 @@ def _trajectory_row(example, trajectory: Trajectory) -> dict:
     """Eval's row of one trajectory: its texts, whether each part is in the format, and the
     verifier's verdict on each image. In format: plan and verdict parse; after a No, the
     reflection parses and a second image exists."""
-    first = verify(_verifiable(trajectory.image(IMAGE)), example.metadata)
+    first = verify(as_verifiable(trajectory.image(IMAGE)), example.metadata)
     regenerated = trajectory.has(REGEN_IMAGE)
-    second = verify(_verifiable(trajectory.image(REGEN_IMAGE)), example.metadata) if regenerated else None
+    second = verify(as_verifiable(trajectory.image(REGEN_IMAGE)), example.metadata) if regenerated else None
     plan, verdict, reflection = (_text(trajectory, name) for name in (PLAN, VERDICT, REFLECTION))
     parsed = None if verdict is None else parse_verdict(verdict)
     says_no = parsed is not None and not parsed.matches

@@ -20,7 +20,7 @@ from .metadata import TAGS, validate_metadata
 from .prompts import Example, balanced_examples, derive_seed, sample_example
 from .relations import POSITION_THRESHOLD, RELATIONS, relative_position
 from .scene import BACKGROUND, COLOR_NAMES, COLORS, IMAGE_SIZE, SHAPES, Scene, ShapeObject, render
-from .verifier import ClauseResult, Detection, Verdict, detect, evaluate, load_image, verify
+from .verifier import ClauseResult, Detection, Verdict, as_verifiable, detect, evaluate, load_image, verify
 
 
 def __getattr__(name: str):
@@ -36,7 +36,7 @@ __all__ = [
     "BACKGROUND", "COLORS", "COLOR_NAMES", "IMAGE_SIZE", "POSITION_THRESHOLD", "RELATIONS",
     "SHAPES", "TAGS", "FEATURES",
     "ClauseResult", "Detection", "Example", "Scene", "ShapeObject", "Verdict",
-    "balanced_examples", "caption", "degrade", "derive_seed", "detect", "evaluate",
+    "as_verifiable", "balanced_examples", "caption", "degrade", "derive_seed", "detect", "evaluate",
     "load_image", "plan", "relative_position", "render", "robustness_report", "sample_example",
     "shapes_dataset", "validate_metadata", "verifier_accuracy", "verify",
 ]

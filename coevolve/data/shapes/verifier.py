@@ -141,6 +141,14 @@ def load_image(image) -> np.ndarray:
                     f"{type(image).__name__}")
 
 
+def as_verifiable(image: Image.Image) -> Image.Image:
+    """A PIL ``image`` at the verifier's size: as it is when ``IMAGE_SIZE`` square, else scaled to
+    that with a box filter (how a checkpoint drawing at another size is judged)."""
+    if image.size == (IMAGE_SIZE, IMAGE_SIZE):
+        return image
+    return image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BOX)
+
+
 # -- detection -----------------------------------------------------------------------------
 
 
