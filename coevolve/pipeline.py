@@ -3,7 +3,8 @@
 Stages, each in its own directory under the run directory and skipped when its output is
 complete: bootstrap the tiny checkpoint -> demo (generate and verify) -> SFT (`recipe=shapes`)
 -> RL (`coevolve rl recipe=shapes`, resumed when interrupted) -> evaluation of the bootstrap,
-SFT and RL checkpoints side by side. The trace report joins this chain when it is built.
+SFT and RL checkpoints side by side (each reused when its eval.json exists) -> the trace report of
+the RL run (RUN_DIR/report.html). Ends with a table of the three checkpoints' headline figures.
 """
 
 from __future__ import annotations
@@ -14,10 +15,6 @@ from pathlib import Path
 from coevolve.bootstrap.tiny import MANIFEST, build_tiny_checkpoint
 from coevolve.config import compose_config, to_typed
 from coevolve.demo import run_demo
-
-HEADLINE = ("image_accuracy", "final_image_accuracy", "verdict_accuracy_own", "verdict_accuracy_heldout",
-            "caption_accuracy", "reconstruction")
-
 
 def run_pipeline(run_dir: Path, seed: int = 0) -> None:
     checkpoint = run_dir / "checkpoints" / "tiny"
@@ -56,13 +53,49 @@ def run_pipeline(run_dir: Path, seed: int = 0) -> None:
 
     report = {}
     for name, path in (("tiny", checkpoint), ("sft", sft_checkpoint), ("rl", rl_checkpoint)):
-        print(f"[pipeline] eval: {path}")
-        figures = evaluate_shapes(
-            JanusAdapter.from_pretrained(path),
-            config.eval,
-            unconditional=config.model.unconditional,
-            out_dir=run_dir / "eval" / name,
-            overwrite=True,
-        )
-        report[name] = {key: figures[key] for key in HEADLINE} | {"format_rate": figures["format_rate"]}
-    print(json.dumps(report, indent=2))
+        out = run_dir / "eval" / name
+        if (out / "eval.json").is_file():  # written last, atomically: present means complete
+            print(f"[pipeline] eval: reusing {out}")
+            figures = json.loads((out / "eval.json").read_text())
+        else:
+            print(f"[pipeline] eval: {path}")
+            figures = evaluate_shapes(
+                JanusAdapter.from_pretrained(path),
+                config.eval,
+                unconditional=config.model.unconditional,
+                out_dir=out,
+                overwrite=True,
+            )
+        report[name] = figures
+
+    from coevolve.traces.report import write_report
+
+    html = write_report(run_dir, run_dir / "report.html")
+    print(summary_table(report))
+    print(f"[pipeline] trace report: {html}")
+
+
+def summary_table(report: dict[str, dict]) -> str:
+    """The headline eval figures of each checkpoint side by side (percent; reconstruction as is)."""
+    rows = [("image accuracy (first image)", lambda f: f["image_accuracy"]["accuracy"])]
+    rows += [
+        (f"  {tag}", lambda f, tag=tag: f["image_accuracy"]["per_category"][tag]["accuracy"])
+        for tag in next(iter(report.values()))["image_accuracy"]["per_category"]
+    ]
+    rows += [
+        ("image accuracy (final image)", lambda f: f["final_image_accuracy"]["accuracy"]),
+        ("own verdicts, P(yes)", lambda f: f["verdict_accuracy_own"]["p_yes"]["accuracy"]),
+        ("held-out verdicts, P(yes)", lambda f: f["verdict_accuracy_heldout"]["p_yes"]["accuracy"]),
+        ("caption accuracy", lambda f: f["caption_accuracy"]["accuracy"]),
+        ("format rate", lambda f: f["format_rate"]["rate"]),
+    ]
+    names = list(report)
+    width = max(len(label) for label, _ in rows) + 2
+    lines = ["metric".ljust(width) + "".join(f"{name:>9}" for name in names)]
+    for label, get in rows:
+        lines.append(label.ljust(width) + "".join(f"{100 * get(report[name]):8.1f}%" for name in names))
+    lines.append(
+        "reconstruction".ljust(width)
+        + "".join(f"{report[name]['reconstruction']['mean_similarity']:9.3f}" for name in names)
+    )
+    return "\n".join(lines)
