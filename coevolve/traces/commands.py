@@ -17,7 +17,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from coevolve.traces.store import TraceStore, write_atomically
+from coevolve.traces.store import TraceStore
+from coevolve.utils.fs import atomic_write
 
 FORMATS = ("jsonl", "parquet", "csv")
 WIDTH = 100
@@ -145,15 +146,15 @@ def export(store: TraceStore, out: str | Path, fmt: str, where=None, named=(), b
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "parquet":
-        write_atomically(out, lambda stream: pq.write_table(table, stream))
+        atomic_write(out, lambda stream: pq.write_table(table, stream))
     elif fmt == "jsonl":
         text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in _json_rows(table))
-        write_atomically(out, lambda stream: stream.write(text.encode()))
+        atomic_write(out, lambda stream: stream.write(text.encode()))
     else:
         frame = table.to_pandas()
         if "trained_segments" in frame:
             frame["trained_segments"] = frame["trained_segments"].map(
                 lambda v: None if v is None else json.dumps(list(v))
             )
-        write_atomically(out, lambda stream: stream.write(frame.to_csv(index=False).encode()))
+        atomic_write(out, lambda stream: stream.write(frame.to_csv(index=False).encode()))
     return table.num_rows

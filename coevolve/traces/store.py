@@ -46,7 +46,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -56,11 +55,11 @@ import pyarrow.parquet as pq
 
 from coevolve.traces.queries import NamedQuery, named_queries, resolve_where
 from coevolve.traces.record import TRACE_COLUMNS
+from coevolve.utils.fs import PARTIAL, atomic_write
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 SHARD = re.compile(r"^step-(\d+)\.parquet$")
-PARTIAL = ".partial-"
 INT_COLUMNS = ("step", "policy_version", "rounds")
 FLOAT_COLUMNS = ("p_yes",)
 
@@ -156,29 +155,6 @@ def arrow_schema(columns: Sequence[str]) -> pa.Schema:
     return pa.schema([pa.field(name, column_type(name)) for name in columns])
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomically(path: Path, write) -> None:
-    """Write through `write(stream)` to a hidden temporary sibling, fsync, rename over `path`."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}{PARTIAL}", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
 def _cell(name: str, value: Any) -> Any:
     if value is None:
         return None
@@ -252,7 +228,7 @@ class TraceWriter:
             self.manifest["columns"] = [{"name": n, "type": str(column_type(n))} for n in self.columns]
         self.manifest["steps"] = dict(sorted(self.manifest["steps"].items(), key=lambda item: int(item[0])))
         text = json.dumps(self.manifest, indent=1) + "\n"
-        write_atomically(self.root / MANIFEST, lambda stream: stream.write(text.encode()))
+        atomic_write(self.root / MANIFEST, lambda stream: stream.write(text.encode()))
 
     def write_step(self, step: int, rows: list[dict]) -> Path:
         """Write (or replace) the shard of `step` holding `rows`; returns its path."""
@@ -271,7 +247,7 @@ class TraceWriter:
                 ) from None
         table = pa.Table.from_arrays(arrays, schema=arrow_schema(self.columns))
         path = self.root / shard_name(step)
-        write_atomically(path, lambda stream: pq.write_table(table, stream))
+        atomic_write(path, lambda stream: pq.write_table(table, stream))
         self.manifest["steps"][str(step)] = {"rows": table.num_rows, "file": path.name}
         self._save_manifest()
         return path

@@ -1,4 +1,4 @@
-"""Writing whole output directories so that readers never see half of one."""
+"""Writing whole output directories and files so that readers never see half of one."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 
 class OutputExistsError(FileExistsError):
@@ -56,17 +57,34 @@ def atomic_output_dir(out: str | os.PathLike, overwrite: bool = False) -> Iterat
         os.replace(staging, out)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write `text` to `path` through a temporary sibling and a rename: readers see the old file
-    or the new one, never half of one."""
+PARTIAL = ".partial-"
+"""Infix of the hidden temporary name a file is written under before its rename (`.NAME.partial-XXXX`)."""
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
+    """Write `path` through `write(binary_stream)` into a hidden temporary sibling, fsync it, and
+    rename it over `path` (then fsync the folder): readers, and a machine that loses power, see
+    the old file or the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.partial-", dir=path.parent)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}{PARTIAL}", dir=path.parent)
     try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
+        with os.fdopen(handle, "wb") as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
     return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """`atomic_write` of `text` (UTF-8)."""
+    return atomic_write(path, lambda stream: stream.write(text.encode("utf-8")))
