@@ -50,6 +50,7 @@ ap.add_argument("--headinit", action="store_true")
 ap.add_argument("--vhead", action="store_true")
 ap.add_argument("--imgw", type=float, default=1.0)
 ap.add_argument("--alignscale", type=float, default=1.0, help="scale the generation aligner output layer")
+ap.add_argument("--examples", type=int, default=600, help="training examples drawn from")
 ap.add_argument("--curriculum", type=int, default=0, help="first N steps on --tag colors, then --tag")
 a = ap.parse_args()
 torch.manual_seed(0)
@@ -83,7 +84,7 @@ with torch.no_grad():
         if a.vhead and n.endswith("weight") and "generation_head.vision_head" in n:
             torch.nn.init.normal_(p, std=p.shape[1] ** -0.5)
 TAGS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
-exs = [sample_example(derive_seed(5, i), a.tag if a.tag != "all" else TAGS[i % 6]) for i in range(600)]
+exs = [sample_example(derive_seed(5, i), a.tag if a.tag != "all" else TAGS[i % 6]) for i in range(a.examples)]
 if a.curriculum:
     exs += [sample_example(derive_seed(6, i), "colors") for i in range(600)]
 test = [sample_example(derive_seed(77, i), "colors") for i in range(40)]
@@ -199,7 +200,7 @@ for step in range(a.steps + 1):
         )
     if step == a.steps:
         break
-    pool = range(600, 1200) if a.curriculum and step < a.curriculum else range(600)
+    pool = range(a.examples, a.examples + 600) if a.curriculum and step < a.curriculum else range(a.examples)
     idx = random.Random(step).sample(pool, a.bs)
     lps = score(m, ad.spec, seqs(idx), mode=CFGMode.CONDITIONAL).logprobs
     tot = 0
