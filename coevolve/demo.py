@@ -17,6 +17,7 @@ from PIL import Image
 
 from coevolve.data.shapes import TAGS, sample_example, verify
 from coevolve.model.images import decode_images, encode_images, load_janus
+from coevolve.utils.fs import atomic_write_text
 
 
 @torch.no_grad()
@@ -56,7 +57,7 @@ def run_demo(model_path: str, out: str | Path, seed: int = 0, guidance_scale: fl
     )
     Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2), Image.NEAREST).save(out / "demo.png")
     summary = {"model": str(model_path), "guidance_scale": guidance_scale, "seed": seed, "examples": rows}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")  # written last: the demo is complete
 
     print(f"{'category':<15} {'render':>7} {'VQ trip':>8} {'generated':>10}  prompt")
     for row in rows:

@@ -13,28 +13,36 @@ import json
 from pathlib import Path
 
 from coevolve.bootstrap.tiny import MANIFEST, build_tiny_checkpoint
-from coevolve.config import compose_config, to_typed
+from coevolve.config.schema import Config
 from coevolve.demo import run_demo
 
-def run_pipeline(run_dir: Path, seed: int = 0) -> None:
-    checkpoint = run_dir / "checkpoints" / "tiny"
+
+def run_pipeline(config: Config) -> None:
+    """Every stage on `config` (`coevolve pipeline [recipe=shapes] [overrides]`), skipping those
+    whose output is complete."""
+    run_dir, seed = Path(config.run_dir), config.seed
+    checkpoint = Path(config.model.path)
     if (checkpoint / MANIFEST).is_file():
         print(f"[pipeline] bootstrap: reusing {checkpoint}")
+    elif (checkpoint / "config.json").is_file():
+        print(f"[pipeline] bootstrap: starting from the checkpoint {checkpoint}")
     else:
         print(f"[pipeline] bootstrap: building the tiny checkpoint in {checkpoint}")
         manifest = build_tiny_checkpoint(checkpoint, seed=seed, overwrite=False)
         print(f"[pipeline] bootstrap: done in {manifest['seconds']} s")
-    print("[pipeline] demo")
-    run_demo(str(checkpoint), run_dir / "demo", seed=seed)
+    if (run_dir / "demo" / "summary.json").is_file():
+        print(f"[pipeline] demo: reusing {run_dir / 'demo'}")
+    else:
+        print("[pipeline] demo")
+        run_demo(str(checkpoint), run_dir / "demo", seed=seed)
 
-    config = to_typed(compose_config(["recipe=shapes", f"run_dir={run_dir}", f"seed={seed}"]))
     sft_checkpoint = run_dir / "checkpoints" / "sft"
     if (sft_checkpoint / "config.json").is_file():
         print(f"[pipeline] sft: reusing {sft_checkpoint}")
     else:
         from coevolve.sft.run import run_sft
 
-        print("[pipeline] sft: coevolve sft recipe=shapes")
+        print("[pipeline] sft")
         print(json.dumps(run_sft(config, run_dir), indent=2))
 
     stage = config.rl.stages[-1].name
@@ -44,7 +52,7 @@ def run_pipeline(run_dir: Path, seed: int = 0) -> None:
     else:
         from coevolve.rl.run import run_rl
 
-        print("[pipeline] rl: coevolve rl recipe=shapes")
+        print("[pipeline] rl")
         summary = run_rl(config, run_dir)
         print(json.dumps({key: summary[key] for key in ("resumed_from", "steps", "seconds")}, indent=2))
 

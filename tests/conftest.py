@@ -48,6 +48,7 @@ def tiny_adapter(tiny_checkpoint):
 
 SHORT_SFT = [
     "recipe=shapes",
+    "sft.phases=[]",  # one short phase, not the recipe's two
     "sft.max_steps=4",
     "sft.save_steps=4",
     "sft.per_device_batch_size=4",

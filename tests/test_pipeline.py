@@ -1,6 +1,18 @@
-"""The pipeline's closing table: every checkpoint's headline eval figures, side by side."""
+"""`coevolve pipeline`: its closing table, and a run killed in SFT and in RL that resumes."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
 
 from coevolve.pipeline import summary_table
+from coevolve.traces.store import TraceStore
 
 TAGS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 
@@ -27,3 +39,90 @@ def test_summary_table_lists_each_checkpoint_in_its_column():
     assert rows["held-out verdicts, P(yes)"] == ["50.0%", "80.0%"]
     assert rows["reconstruction"] == ["0.100", "0.200"]
     assert len(table) == 1 + 1 + len(TAGS) + 5 + 1
+
+
+INTRO, RECON = "rl.programs.introspective.rollout", "rl.programs.reconstruction.rollout"
+
+
+def _short_pipeline(run_dir: Path, tiny_checkpoint: Path) -> list[str]:
+    """`coevolve pipeline` at tiny sizes: two SFT phases (the recipe's shape), 3 RL steps."""
+    return [
+        f"run_dir={run_dir}",
+        f"model.path={tiny_checkpoint}",
+        "sft.phases=[{name: bind, max_steps: 2, tasks: {t2i: 1}}, {name: mix, max_steps: 3}]",
+        "sft.save_steps=1",
+        "sft.per_device_batch_size=4",
+        "sft.warmup_steps=1",
+        "data.num_examples=12",
+        "logging.progress_bar=false",
+        "logging.tensorboard=false",
+        f"{INTRO}.num_prompts=2",
+        f"{INTRO}.num_generations=2",
+        f"{INTRO}.num_workers=1",
+        f"{INTRO}.max_plan_tokens=6",
+        f"{INTRO}.max_verdict_tokens=4",
+        f"{INTRO}.max_reflection_tokens=4",
+        f"{RECON}.num_prompts=1",
+        f"{RECON}.num_generations=2",
+        f"{RECON}.num_workers=1",
+        f"{RECON}.max_caption_tokens=6",
+        "rl.stages=[{name: coevolve, steps: 3}]",
+        "rl.save_steps=1",
+        "rl.eval_steps=0",
+        "rl.learner.num_cpus=1",
+        "rl.learner.micro_batch_size=4",
+        "eval.num_prompts_per_category=1",
+        "eval.num_heldout_renders=4",
+        "eval.num_caption_images=2",
+    ]
+
+
+def _run_until(command: list[str], marker: Path, timeout: float = 900) -> None:
+    """Start `command` and kill it and everything it started (SIGKILL) once `marker` exists."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + timeout
+    try:
+        while not marker.exists():
+            assert process.poll() is None, f"the pipeline ended (exit {process.returncode}) before {marker} appeared"
+            assert time.time() < deadline, f"no {marker} after {timeout} s"
+            time.sleep(0.2)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@pytest.mark.slow
+def test_a_killed_pipeline_resumes_the_stage_it_was_in(tmp_path, tiny_checkpoint):
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "coevolve.cli.main", "pipeline", *_short_pipeline(run_dir, tiny_checkpoint)]
+
+    _run_until(command, run_dir / "sft" / "mix" / "checkpoint-1" / "trainer_state.json")  # killed in SFT
+    assert not (run_dir / "checkpoints" / "sft").exists()
+    bind_model = run_dir / "sft" / "bind" / "model" / "model.safetensors"
+    bind_written = bind_model.stat().st_mtime_ns
+
+    _run_until(command, run_dir / "rl" / "checkpoint-2" / "step.json")  # SFT resumed, killed in RL
+    sft = json.loads((run_dir / "sft" / "summary.json").read_text())
+    # Resumed where it was killed (SIGKILL lands within 0.2 s of checkpoint-1; a step takes less).
+    assert sft["phases"][0]["reused"] and re.search(r"mix/checkpoint-[12]$", sft["phases"][1]["resumed_from"])
+    assert bind_model.stat().st_mtime_ns == bind_written
+    sft_model = run_dir / "checkpoints" / "sft" / "model.safetensors"
+    sft_written = sft_model.stat().st_mtime_ns
+    assert not (run_dir / "checkpoints" / "rl").exists()
+
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "[pipeline] sft: reusing" in done.stdout and sft_model.stat().st_mtime_ns == sft_written
+    assert json.loads((run_dir / "rl" / "summary.json").read_text())["resumed_from"] == 2
+    traces = TraceStore.open(run_dir)
+    table = traces.table().to_pylist()
+    assert traces.steps() == [1, 2, 3]
+    assert len({row["id"] for row in table}) == len(table) == 3 * (2 * 2 + 1 * 2)  # no row twice
+    assert "image accuracy (first image)" in done.stdout and (run_dir / "report.html").is_file()
+
+    again = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
+    assert again.returncode == 0, again.stderr[-3000:]
+    for stage in ("bootstrap", "demo", "sft", "rl"):
+        assert f"[pipeline] {stage}: reusing" in again.stdout
+    assert again.stdout.count("[pipeline] eval: reusing") == 3

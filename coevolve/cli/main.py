@@ -1,7 +1,7 @@
 """`coevolve` command line: one sub-command per stage (DESIGN.md section 2).
 
-`sft`, `rl`, `eval`, `rewards` and `rollout` are Hydra apps (`coevolve sft recipe=shapes engine=deepspeed`, `-m`
-sweeps; see `coevolve/cli/stages.py`); `bootstrap`, `demo`, `pipeline`, `bench` and `traces` take plain options.
+`pipeline`, `sft`, `rl`, `eval`, `rewards` and `rollout` are Hydra apps (`coevolve sft recipe=shapes engine=deepspeed`, `-m`
+sweeps; see `coevolve/cli/stages.py`); `bootstrap`, `demo`, `bench` and `traces` take plain options.
 """
 
 from __future__ import annotations
@@ -31,13 +31,6 @@ def _demo(args: argparse.Namespace) -> int:
     from coevolve.demo import run_demo
 
     run_demo(args.model, args.out, seed=args.seed, guidance_scale=args.guidance_scale)
-    return 0
-
-
-def _pipeline(args: argparse.Namespace) -> int:
-    from coevolve.pipeline import run_pipeline
-
-    run_pipeline(Path(args.out), seed=args.seed)
     return 0
 
 
@@ -240,16 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--guidance-scale", type=float, default=5.0)
     demo.set_defaults(run=_demo)
 
-    pipe = commands.add_parser(
-        "pipeline", help="the main job on the built-in shapes world"
-    )
-    pipe.add_argument(
-        "--out", default="runs/shapes", help="run directory (default: runs/shapes)"
-    )
-    pipe.add_argument("--seed", type=int, default=0)
-    pipe.set_defaults(run=_pipeline)
-
     for stage, text in (
+        ("pipeline", "the main job: bootstrap, SFT, RL, eval, trace report (Hydra overrides; recipe=shapes by default)"),
         ("sft", "SFT warm start on the task mixture (Hydra overrides: recipe=NAME, key=value, -m)"),
         ("eval", "evaluate model.path: suite=shapes (default), geneval or dpg (Hydra overrides)"),
         ("rewards", "check the reward terms on seeded shapes pairs (Hydra overrides)"),
@@ -295,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] in ("sft", "rl", "eval", "rewards", "rollout"):
+    if argv and argv[0] in ("pipeline", "sft", "rl", "eval", "rewards", "rollout"):
         # Hydra parses the rest (overrides, -m, --cfg ...) and reports its own errors.
         from coevolve.cli.stages import run_stage
 

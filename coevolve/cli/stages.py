@@ -1,4 +1,5 @@
-"""The Hydra-configured stages of the `coevolve` command: `sft`, `rl`, `eval`, `rewards`, `rollout`.
+"""The Hydra-configured stages of the `coevolve` command: `pipeline` (recipe=shapes unless another
+is named), `sft`, `rl`, `eval`, `rewards`, `rollout`.
 
 `coevolve STAGE [overrides...]` hands the overrides to a Hydra app, so everything Hydra offers
 works: `key=value`, `GROUP=OPTION`, `recipe=NAME`, `-m` sweeps, `--cfg job`. The composed
@@ -133,7 +134,23 @@ def rl_stage(cfg: DictConfig) -> None:
     print(json.dumps(run_rl(config, run_dir), indent=2))
 
 
-STAGES = {"sft": sft_stage, "eval": eval_stage, "rewards": rewards_stage, "rollout": rollout_stage, "rl": rl_stage}
+def pipeline_stage(cfg: DictConfig) -> None:
+    """Every stage in turn, each skipped when its output is complete (coevolve/pipeline.py)."""
+    from coevolve.pipeline import run_pipeline
+
+    config = to_typed(cfg)
+    _save_config(cfg, _run_dir() / "pipeline")
+    run_pipeline(config)
+
+
+STAGES = {
+    "pipeline": pipeline_stage,
+    "sft": sft_stage,
+    "eval": eval_stage,
+    "rewards": rewards_stage,
+    "rollout": rollout_stage,
+    "rl": rl_stage,
+}
 ALIASES = {"checkpoint": "model.path", "suite": "eval"}
 """Short override keys: `checkpoint=DIR` is `model.path=DIR`; `suite=NAME` picks the eval group's
 option NAME (`eval=NAME`: shapes, geneval, dpg)."""
@@ -161,8 +178,11 @@ def run_stage(stage: str, overrides: list[str]) -> int:
     app = hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name="config", version_base="1.3")(
         _reporting(stage, STAGES[stage])
     )
+    overrides = [_expand(override) for override in overrides]
+    if stage == "pipeline" and not any(o.startswith(("recipe=", "+recipe=")) for o in overrides):
+        overrides.insert(0, "recipe=shapes")  # the main job's default: the built-in shapes world
     argv = sys.argv
-    sys.argv = [f"coevolve {stage}", *(_expand(override) for override in overrides)]
+    sys.argv = [f"coevolve {stage}", *overrides]
     try:
         app()
     finally:

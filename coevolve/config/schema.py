@@ -13,6 +13,7 @@ reward designer's check) until RL reads it too.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from omegaconf import MISSING
@@ -62,11 +63,17 @@ class DataConfig:
 class TaskMixture:
     """Relative sampling weights of the SFT tasks (normalised; their sum must be positive)."""
 
-    t2i: float = 0.35  # prompt -> plan + image (plan and image tokens trained)
-    judge: float = 0.25  # image (understanding path) + prompt -> Yes/No verdict with a reason; half negatives
-    regen: float = 0.15  # prompt + plan + wrong image + its No verdict -> reflection + correct image
-    caption: float = 0.15  # image (understanding path) -> caption
-    draw_caption: float = 0.10  # caption -> image (UAE's decoder side)
+    # A task left out has weight 0, so a phase's `tasks: {t2i: 1}` trains t2i alone; `sft.tasks`
+    # starts from `default()`.
+    t2i: float = 0.0  # prompt -> plan + image (plan and image tokens trained)
+    judge: float = 0.0  # image (understanding path) + prompt -> Yes/No verdict with a reason; half negatives
+    regen: float = 0.0  # prompt + plan + wrong image + its No verdict -> reflection + correct image
+    caption: float = 0.0  # image (understanding path) -> caption
+    draw_caption: float = 0.0  # caption -> image (UAE's decoder side)
+
+    @classmethod
+    def default(cls) -> TaskMixture:
+        return cls(t2i=0.35, judge=0.25, regen=0.15, caption=0.15, draw_caption=0.10)
 
     def weights(self) -> dict[str, float]:
         weights = {task: float(getattr(self, task)) for task in TASKS}
@@ -93,12 +100,30 @@ class LossWeights:
 
 
 @dataclass
+class SFTPhase:
+    """One phase of a phased SFT run. It starts from the model the previous phase ended with (the
+    first from `model.path`) with a fresh optimizer and schedule; a key left null takes the value
+    of the same key under `sft`."""
+
+    name: str = MISSING  # its directory under RUN_DIR/sft/
+    max_steps: int | None = None
+    tasks: TaskMixture | None = None
+    learning_rate: float | None = None
+    lr_scheduler: str | None = None
+    warmup_steps: int | None = None
+
+
+@dataclass
 class SFTConfig:
-    tasks: TaskMixture = field(default_factory=TaskMixture)
+    tasks: TaskMixture = field(default_factory=TaskMixture.default)
     loss_weights: LossWeights = field(default_factory=LossWeights)
     # Probability that an image-drawing example loses its condition (the context becomes the
     # unconditional one of model.unconditional), so the CFG branch is trained.
     prompt_dropout: float = 0.1
+    # Share of judge examples that see the image decoded from the render's VQ codes instead of
+    # the render: the model's own images reach the self-check that way (at RL and eval time), and
+    # a self-check trained on renders alone writes unparsable verdicts on them.
+    decoded_images: float = 0.5
     max_steps: int = 1000
     per_device_batch_size: int = 32
     gradient_accumulation_steps: int = 1
@@ -113,14 +138,52 @@ class SFTConfig:
     # Resume from the latest checkpoint in the run's sft/ directory when there is one.
     resume: bool = True
     lora: LoraConfig | None = None
+    # Empty: one phase made of the keys above. Otherwise the phases run in order (e.g. t2i alone so
+    # the trunk learns to bind words to pixels, then the full mixture; recipes/shapes.yaml) and the
+    # last one's model is the SFT checkpoint.
+    phases: list[SFTPhase] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.tasks.weights()  # raises for a negative weight or a mixture that sums to 0
+        if not self.phases:
+            self.tasks.weights()  # raises for a negative weight or a mixture that sums to 0
         if not 0.0 <= self.prompt_dropout < 1.0:
             raise ValueError(f"sft.prompt_dropout must be in [0, 1), got {self.prompt_dropout}")
+        if not 0.0 <= self.decoded_images <= 1.0:
+            raise ValueError(f"sft.decoded_images must be in [0, 1], got {self.decoded_images}")
         for key in ("max_steps", "per_device_batch_size", "gradient_accumulation_steps", "save_steps"):
             if getattr(self, key) < 1:
                 raise ValueError(f"sft.{key} must be >= 1, got {getattr(self, key)}")
+        names = [phase.name for phase in self.phases]
+        for name in names:
+            if not name or "/" in name or name.startswith((".", "checkpoint-")):
+                raise ValueError(f"sft.phases: {name!r} cannot name a phase's directory under RUN_DIR/sft/")
+        if len(set(names)) != len(names):
+            raise ValueError(f"sft.phases must have distinct names, got {names}")
+        if self.phases and self.lora is not None:
+            raise ValueError(
+                "sft.phases and sft.lora together are not supported: a later phase would train on a merged earlier adapter"
+            )
+        for index, phase in enumerate(self.phases):
+            try:
+                self.phase_config(index)
+            except ValueError as error:
+                raise ValueError(f"sft.phases[{index}] ({phase.name}): {error}") from None
+
+    def phase_config(self, index: int) -> SFTConfig:
+        """Phase `index` as a one-phase SFT config: its keys over the ones of `sft`."""
+        phase = self.phases[index]
+        overrides = {
+            key: getattr(phase, key)
+            for key in ("max_steps", "tasks", "learning_rate", "lr_scheduler", "warmup_steps")
+            if getattr(phase, key) is not None
+        }
+        return dataclasses.replace(self, phases=[], **overrides)
+
+    def phase_configs(self) -> list[tuple[str | None, SFTConfig]]:
+        """(name, config) of each phase in order; one unnamed phase when `phases` is empty."""
+        if not self.phases:
+            return [(None, self)]
+        return [(phase.name, self.phase_config(index)) for index, phase in enumerate(self.phases)]
 
 
 @dataclass

@@ -284,10 +284,12 @@ def run_rl(config: Config, run_dir: Path) -> dict:
                 row["timing/eval_s"] = time.perf_counter() - t0
             row["timing/step_s"] = time.perf_counter() - step_started  # checkpoint saving follows, uncounted
             metrics.write(row)
-            if done % rl.save_steps == 0 or stage_end:
-                _save_checkpoint(learner, out, done, rl.save_total_limit)
+            # The stage's policy before the step's checkpoint: a run killed in between resumes
+            # before the stage's end and saves it again, never past a stage end with no policy.
             if stage_end:
                 ray.get(learner.save_policy.remote(str(run_dir / "checkpoints" / "rl" / stage.name)))
+            if done % rl.save_steps == 0 or stage_end:
+                _save_checkpoint(learner, out, done, rl.save_total_limit)
     finally:
         if metrics is not None:
             metrics.close()

@@ -28,6 +28,9 @@ REQUIRED_FIELDS = {
     "draw_caption": ("image", "caption"),
 }
 IMAGE_TASKS = ("t2i", "regen", "draw_caption")
+# The tasks whose image may be the decoded one (`sft.decoded_images`): the self-check is what sees
+# the model's own images; captions are of renders, in eval and in the reconstruction program.
+DECODED_TASKS = ("judge",)
 
 
 def required_fields(weights: dict[str, float]) -> set[str]:
@@ -95,16 +98,21 @@ class TaskMixture:
         total = sum(weights[task] for task in self.tasks)
         self.probabilities = np.array([weights[task] / total for task in self.tasks])
         self.prompt_dropout = sft.prompt_dropout
+        self.decoded_images = sft.decoded_images
         self.seed = seed
 
     def draw(self, index: int) -> dict:
-        """Row `index`: which task, on which record, with the negative image, with the prompt dropped."""
+        """Row `index`: which task, on which record, with the negative image, with the prompt dropped,
+        seeing the decoded image."""
         rng = np.random.default_rng([self.seed, index])
         task = self.tasks[int(rng.choice(len(self.tasks), p=self.probabilities))]
         record = int(rng.integers(len(self.records)))
         negative = bool(rng.random() < 0.5)
         dropped = bool(rng.random() < self.prompt_dropout) and task in IMAGE_TASKS
-        return {"index": index, "task": task, "record": record, "negative": negative, "dropped": dropped}
+        decoded = bool(rng.random() < self.decoded_images) and task in DECODED_TASKS
+        return {
+            "index": index, "task": task, "record": record, "negative": negative, "dropped": dropped, "decoded": decoded
+        }  # fmt: skip
 
     def rows(self, length: int) -> datasets.Dataset:
         draws = [self.draw(index) for index in range(length)]
@@ -114,7 +122,7 @@ class TaskMixture:
         record = self.records[row["record"]]
         task = row["task"]
         if task == "judge":
-            return self.builder.judge(record, row["negative"])
+            return self.builder.judge(record, row["negative"], row["decoded"])
         if task == "caption":
             return self.builder.caption(record)
         return getattr(self.builder, task)(record, row["dropped"])

@@ -4,30 +4,35 @@ Writes under the run directory:
 - `sft/config.yaml`: the resolved config of this run;
 - `sft/checkpoint-N/`: resumable Trainer checkpoints (model in HF format + optimizer, scheduler,
   RNG and data position); `sft/runs/`: TensorBoard events;
+- with `sft.phases`, each phase's Trainer checkpoints and events under `sft/PHASE/`, and each
+  earlier phase's model (where the next one starts; a resumed run skips a phase that has it) in
+  `sft/PHASE/model/`;
 - `checkpoints/sft/`: the final model in Hugging Face format (merged, or a PEFT adapter over the
   untouched base), loadable by plain transformers; it appears only once complete.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
 
 import torch
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer import TRAINER_STATE_NAME
 from trl import SFTConfig as TRLSFTConfig
 
-from coevolve.config.schema import Config
+from coevolve.config.schema import TASKS, Config, SFTConfig
 from coevolve.learner.engine import lora_peft_config
 from coevolve.model import JanusAdapter
 from coevolve.sft.data import TaskMixture, load_sft_records, prepare_records
 from coevolve.sft.tasks import TaskBuilder
 from coevolve.sft.trainer import JanusSFTTrainer
 from coevolve.utils.distributed import single_process_distributed_env
-from coevolve.utils.fs import atomic_output_dir
+from coevolve.utils.fs import atomic_output_dir, atomic_write_text
 
 FINAL = Path("checkpoints") / "sft"
+PHASE_MODEL = "model"  # an earlier phase's model, RUN_DIR/sft/PHASE/model
 
 
 def deepspeed_config(zero_stage: int) -> dict:
@@ -106,44 +111,95 @@ def _save_final(trainer: JanusSFTTrainer, adapter: JanusAdapter, config: Config,
         adapter.processor.save_pretrained(staging)
 
 
-def run_sft(config: Config, run_dir: Path) -> dict:
-    """Train from `config.model.path` on the task mixture; returns a summary (also `sft/summary.json`)."""
-    started = time.time()
-    output_dir = run_dir / "sft"
-    output_dir.mkdir(parents=True, exist_ok=True)
-    adapter = _setup_model(config)
-    weights = config.sft.tasks.weights()
-    records = load_sft_records(config.data, config.seed, weights)
-    prepared = prepare_records(adapter, records)
-    builder = TaskBuilder(adapter, config.sft.loss_weights, config.model.unconditional)
-    sft = config.sft
+def last_complete_checkpoint(output_dir: Path) -> str | None:
+    """The newest `checkpoint-N` under `output_dir` that the Trainer finished writing.
+
+    The Trainer writes a checkpoint in place and its `trainer_state.json` last, so a run killed
+    while saving leaves a newer folder without a readable state; resuming from it would fail."""
+    if not output_dir.is_dir():
+        return None
+    steps = sorted(
+        (int(path.name.split("-")[1]), path)
+        for path in output_dir.glob("checkpoint-*")
+        if path.is_dir() and path.name.split("-")[1].isdigit()
+    )
+    for _, path in reversed(steps):
+        try:
+            json.loads((path / TRAINER_STATE_NAME).read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            continue
+        return str(path)
+    return None
+
+
+def _train_phase(
+    config: Config, sft: SFTConfig, adapter: JanusAdapter, prepared: list, output_dir: Path, final: Path
+) -> dict:
+    """Train one phase of `sft` on `adapter`'s model and save it, complete, at `final`."""
+    phase_config = dataclasses.replace(config, sft=sft)
+    builder = TaskBuilder(adapter, sft.loss_weights, config.model.unconditional)
     length = sft.max_steps * sft.per_device_batch_size * sft.gradient_accumulation_steps
     mixture = TaskMixture(prepared, builder, sft, seed=config.seed)
-    data_seconds = time.time() - started
-
-    if config.engine.name == "deepspeed":
-        single_process_distributed_env()
     trainer = JanusSFTTrainer(
         model=adapter.model,
-        args=training_arguments(config, output_dir),
+        args=training_arguments(phase_config, output_dir),
         train_dataset=mixture.rows(length),
         data_collator=mixture.collate,
         processing_class=adapter.processor,
-        peft_config=_peft_config(config),
+        peft_config=_peft_config(phase_config),
         spec=adapter.spec,
     )
-    last = get_last_checkpoint(str(output_dir)) if sft.resume else None
+    last = last_complete_checkpoint(output_dir) if sft.resume else None
     result = trainer.train(resume_from_checkpoint=last)
-    final = run_dir / FINAL
-    _save_final(trainer, adapter, config, final)
+    _save_final(trainer, adapter, phase_config, final)
+    return {"resumed_from": last, "global_step": trainer.state.global_step, "train_loss": result.training_loss}
+
+
+def run_sft(config: Config, run_dir: Path) -> dict:
+    """Train from `config.model.path` on the task mixture, phase by phase; returns a summary (also
+    `sft/summary.json`)."""
+    started = time.time()
+    output_dir = run_dir / "sft"
+    output_dir.mkdir(parents=True, exist_ok=True)
+    phases = config.sft.phase_configs()
+    weights = {task: sum(sft.tasks.weights()[task] for _, sft in phases) for task in TASKS}
+    records = load_sft_records(config.data, config.seed, weights)
+    adapter = _setup_model(config)
+    # The VQ tokenizer is frozen in every phase, so the records' image codes are computed once.
+    prepared = prepare_records(adapter, records)
+    data_seconds = time.time() - started
+    if config.engine.name == "deepspeed":
+        single_process_distributed_env()
+
+    start = config.model.path
+    done = []
+    for index, (name, sft) in enumerate(phases):
+        last_phase = index == len(phases) - 1
+        phase_dir = output_dir if name is None else output_dir / name
+        final = run_dir / FINAL if last_phase else phase_dir / PHASE_MODEL
+        if not last_phase and sft.resume and (final / "config.json").is_file():
+            # An earlier phase that finished (all its steps: the model is saved only then); its
+            # model is where the next one starts.
+            done.append({"phase": name, "checkpoint": str(final), "reused": True, "global_step": sft.max_steps})
+        else:
+            phase_started = time.time()
+            if adapter is None:
+                adapter = _setup_model(dataclasses.replace(config, model=dataclasses.replace(config.model, path=start)))
+            result = _train_phase(config, sft, adapter, prepared, phase_dir, final)
+            entry = {"phase": name, "checkpoint": str(final), **result}
+            done.append({**entry, "seconds": round(time.time() - phase_started, 1)})
+        start, adapter = str(final), None
+
     summary = {
-        "checkpoint": str(final),
-        "resumed_from": last,
-        "global_step": trainer.state.global_step,
-        "train_loss": result.training_loss,
+        "checkpoint": str(run_dir / FINAL),
+        "resumed_from": done[-1].get("resumed_from"),
+        "global_step": sum(phase["global_step"] for phase in done),
+        "train_loss": done[-1].get("train_loss"),
         "records": len(records),
         "data_seconds": round(data_seconds, 1),
         "seconds": round(time.time() - started, 1),
     }
-    (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if config.sft.phases:
+        summary["phases"] = done
+    atomic_write_text(output_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary

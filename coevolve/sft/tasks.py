@@ -9,6 +9,8 @@ is the introspective format of `coevolve/model/introspection.py`:
 - `regen`: prompt → plan, the wrong image, its No verdict (context) → reflection + correct
   image (trained);
 - `caption`: `<|User|>: <image> Describe this image.` → caption + EOS;
+- the image a `judge` example sees is the render, or with `decoded` its VQ round trip (the
+  image decoded from its codes), which is what the model's own images look like;
 - `draw_caption`: `<|User|>: caption` → image (UAE's decoder side).
 
 With prompt dropout an image-drawing example keeps only its image, after the unconditional
@@ -95,8 +97,16 @@ class TaskBuilder:
     def draw_caption(self, record: PreparedRecord, drop: bool) -> TrainingExample:
         return self._image("draw_caption", self.adapter.image_prompt(record.caption), record.image_codes, drop)
 
-    def judge(self, record: PreparedRecord, negative: bool) -> TrainingExample:
-        image = record.negative_image if negative else record.image
+    @torch.no_grad()
+    def _decoded(self, codes: torch.Tensor):
+        """The image the VQ decoder makes of `codes`: what a generated image looks like."""
+        return self.adapter.decode(codes[None])[0]
+
+    def judge(self, record: PreparedRecord, negative: bool, decoded: bool = False) -> TrainingExample:
+        if decoded:
+            image = self._decoded(record.negative_codes if negative else record.image_codes)
+        else:
+            image = record.negative_image if negative else record.image
         context = self.adapter.judge_context(image, record.prompt)
         reply, weights = self._reply(
             verdict_text(not negative, record.negative_reason if negative else None),

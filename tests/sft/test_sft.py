@@ -58,6 +58,14 @@ def test_task_sequences_score_what_each_task_trains(tiny_adapter):
     scored = [type(s).__name__ for s in regen.sequence if s.scored]
     assert scored == ["Text", "GenImage"]  # reflection + the correct image; the wrong image is context
     assert torch.equal(regen.sequence[-1].codes, records[0].image_codes)
+    # A decoded judge example sees the VQ round trip of the same image and says the same.
+    seen = builder.judge(records[0], negative=True, decoded=True)
+    assert torch.equal(seen.sequence[-1].ids, judge.sequence[-1].ids)
+    decoded = tiny_adapter.decode(records[0].negative_codes[None])[0]
+    expected = tiny_adapter.judge_context(decoded, records[0].prompt)
+    pixels = [[s.pixels for s in e.sequence if isinstance(s, SeenImage)][0] for e in (judge, seen)]
+    assert not torch.equal(pixels[0], pixels[1])
+    assert torch.equal(pixels[1], next(s.pixels for s in expected if isinstance(s, SeenImage)))
     dropped = builder.t2i(records[0], drop=True)
     prefix_ids = dropped.sequence[0].ids
     assert set(prefix_ids.tolist()) <= {tiny_adapter.spec.pad_id, tiny_adapter.spec.bos_id}
@@ -74,6 +82,9 @@ def test_mixture_is_a_pure_function_of_seed_and_index(tiny_adapter):
     assert abs(tasks.count("t2i") / 400 - 0.35) < 0.08 and abs(tasks.count("judge") / 400 - 0.25) < 0.08
     judge_negative = [row["negative"] for row in rows if row["task"] == "judge"]
     assert 0.3 < sum(judge_negative) / len(judge_negative) < 0.7  # balanced verdicts
+    seeing = [row["decoded"] for row in rows if row["task"] == "judge"]
+    assert 0.3 < sum(seeing) / len(seeing) < 0.7  # sft.decoded_images: 0.5
+    assert not any(row["decoded"] for row in rows if row["task"] != "judge")
 
 
 @pytest.mark.slow
@@ -201,3 +212,88 @@ def test_multirun_sweeps_into_one_directory_per_job(tmp_path, tiny_checkpoint):
         assert (job_dir / "checkpoints" / "sft" / "model.safetensors").is_file()
         assert "max_steps: " + str(steps[job]) in (job_dir / "sft" / "config.yaml").read_text()
     assert steps == {"0": 1, "1": 2}
+
+
+PHASES = (
+    "+sft.phases=[{name: bind, max_steps: 2, learning_rate: 3e-3, lr_scheduler: constant, tasks: {t2i: 1}},"
+    " {name: mix, tasks: {judge: 1}}]"
+)
+
+
+def _phase_log(run_dir: Path, phase: str, step: int) -> list[dict]:
+    state = run_dir / "sft" / phase / f"checkpoint-{step}" / "trainer_state.json"
+    return [e for e in json.loads(state.read_text())["log_history"] if "loss" in e]
+
+
+@pytest.mark.slow
+def test_sft_phases_train_in_order_and_a_resume_skips_a_finished_phase(tmp_path, tiny_checkpoint, monkeypatch):
+    straight = _sft(tmp_path, tiny_checkpoint, PHASES, name="straight")
+    summary = json.loads((straight / "sft" / "summary.json").read_text())
+    assert [p["phase"] for p in summary["phases"]] == ["bind", "mix"] and summary["global_step"] == 2 + 4
+    bind, mix = _phase_log(straight, "bind", 2), _phase_log(straight, "mix", 4)
+    # Each phase trains its own tasks at its own rate; the second inherits sft's (max_steps 4,
+    # learning rate 1e-3 with a cosine schedule).
+    assert all("nll/t2i" in e and "nll/judge" not in e and e["learning_rate"] == 3e-3 for e in bind)
+    assert len(mix) == 4 and all("nll/judge" in e and "nll/t2i" not in e for e in mix)
+    rates = [e["learning_rate"] for e in mix]
+    assert max(rates) == pytest.approx(1e-3) and rates[-1] < max(rates)
+    # The second phase starts from the first one's model, and the final checkpoint is the second's.
+    first = _weights(straight / "sft" / "bind" / "model")
+    before, after = _weights(tiny_checkpoint), _weights(straight / "checkpoints" / "sft")
+    key = "model.language_model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(before[key], first[key]) and not torch.equal(first[key], after[key])
+
+    # Killed in the second phase, then run again: the first phase is reused, not retrained.
+    calls = {"n": 0}
+    original = JanusSFTTrainer.training_step
+
+    def dying_step(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2 + 3:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(JanusSFTTrainer, "training_step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        _sft(tmp_path, tiny_checkpoint, PHASES, name="resumed")
+    resumed = tmp_path / "resumed"
+    assert (resumed / "sft" / "bind" / "model" / "config.json").is_file()
+    assert not (resumed / "checkpoints" / "sft").exists()
+    monkeypatch.setattr(JanusSFTTrainer, "training_step", original)
+    calls["n"] = 0
+    _sft(tmp_path, tiny_checkpoint, PHASES, name="resumed")
+    summary = json.loads((resumed / "sft" / "summary.json").read_text())
+    phases = summary["phases"]
+    assert phases[0]["reused"] and phases[1]["resumed_from"].endswith("checkpoint-2")
+    assert summary["global_step"] == 2 + 4
+    resumed_weights = _weights(resumed / "checkpoints" / "sft")
+    for name, value in after.items():
+        torch.testing.assert_close(resumed_weights[name], value, rtol=1e-5, atol=1e-6)
+
+
+def test_sft_phases_are_checked_before_any_work(tmp_path, tiny_checkpoint, capsys):
+    for phases, culprit in (
+        ("+sft.phases=[{name: a, tasks: {t2i: 0}}]", "sft.phases[0] (a)"),
+        ("+sft.phases=[{name: a}, {name: a}]", "distinct names"),
+        ("+sft.phases=[{name: a}]", "sft.lora"),
+    ):
+        lora = ["sft/lora=default"] if culprit == "sft.lora" else []
+        with pytest.raises(SystemExit) as exit_:
+            _sft(tmp_path, tiny_checkpoint, phases, *lora)
+        assert exit_.value.code == 2
+        assert culprit in capsys.readouterr().err
+        assert not (tmp_path / "run" / "sft").exists()
+
+
+def test_resume_passes_over_a_checkpoint_the_trainer_did_not_finish(tmp_path):
+    from coevolve.sft.run import last_complete_checkpoint
+
+    assert last_complete_checkpoint(tmp_path / "absent") is None
+    for step, state in ((2, "{}"), (10, '{"global_st'), (12, None)):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"")
+        if state is not None:
+            (folder / "trainer_state.json").write_text(state)
+    # 10 has a torn trainer_state.json, 12 none (killed while saving): 2 is the newest complete one.
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-2")
