@@ -1,8 +1,10 @@
 """`coevolve pipeline`: the main job on the built-in shapes world.
 
-Stages, each in its own directory under the run directory and skipped when its output is
-complete: bootstrap the tiny checkpoint -> demo (generate and verify) -> SFT (`recipe=shapes`)
--> RL (`coevolve rl recipe=shapes`, resumed when interrupted) -> evaluation of the bootstrap,
+`coevolve pipeline [recipe=shapes] [key=value ...]`: one config for every stage. Stages, each in
+its own directory under the run directory and skipped when its output is complete: bootstrap the
+tiny checkpoint at `model.path` -> demo (generate and verify) -> SFT (resumed when interrupted:
+the phase it was in, from its last complete checkpoint) -> RL (resumed from its last
+checkpoint; the trace shards past it are replaced) -> evaluation of the bootstrap,
 SFT and RL checkpoints side by side (each reused when its eval.json exists) -> the trace report of
 the RL run (RUN_DIR/report.html). Ends with a table of the three checkpoints' headline figures.
 """
