@@ -44,4 +44,4 @@ def test_wheel_ships_config_trees_and_hydra_finds_them(tmp_path):
         cwd=tmp_path, capture_output=True, text=True,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "11 650 16"
+    assert result.stdout.strip() == "11 600 16"

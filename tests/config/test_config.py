@@ -81,5 +81,5 @@ def test_cfg_job_prints_the_resolved_config(tmp_path, capsys):
     main(["sft", "recipe=shapes", f"run_dir={tmp_path}", "--cfg", "job", "--resolve"])
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["model"]["path"] == f"{tmp_path}/checkpoints/tiny"
-    assert printed["sft"]["max_steps"] == 650
+    assert printed["sft"]["max_steps"] == 600
     assert [phase["name"] for phase in printed["sft"]["phases"]] == ["bind", "mix"]
