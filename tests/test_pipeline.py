@@ -41,13 +41,10 @@ def test_summary_table_lists_each_checkpoint_in_its_column():
     assert len(table) == 1 + 1 + len(TAGS) + 5 + 1
 
 
-INTRO, RECON = "rl.programs.introspective.rollout", "rl.programs.reconstruction.rollout"
-
-
-def _short_pipeline(run_dir: Path, tiny_checkpoint: Path) -> list[str]:
-    """`coevolve pipeline` at tiny sizes: two SFT phases (the recipe's shape), 3 RL steps."""
+def _short_pipeline(run_dir: Path, tiny_checkpoint: Path, rl_overrides) -> list[str]:
+    """`coevolve pipeline` at tiny sizes: two SFT phases (the recipe's shape), then the short RL run
+    of the RL tests (3 steps) from the pipeline's own SFT checkpoint."""
     return [
-        f"run_dir={run_dir}",
         f"model.path={tiny_checkpoint}",
         "sft.phases=[{name: bind, max_steps: 2, tasks: {t2i: 1}}, {name: mix, max_steps: 3}]",
         "sft.save_steps=1",
@@ -55,25 +52,7 @@ def _short_pipeline(run_dir: Path, tiny_checkpoint: Path) -> list[str]:
         "sft.warmup_steps=1",
         "data.num_examples=12",
         "logging.progress_bar=false",
-        "logging.tensorboard=false",
-        f"{INTRO}.num_prompts=2",
-        f"{INTRO}.num_generations=2",
-        f"{INTRO}.num_workers=1",
-        f"{INTRO}.max_plan_tokens=6",
-        f"{INTRO}.max_verdict_tokens=4",
-        f"{INTRO}.max_reflection_tokens=4",
-        f"{RECON}.num_prompts=1",
-        f"{RECON}.num_generations=2",
-        f"{RECON}.num_workers=1",
-        f"{RECON}.max_caption_tokens=6",
-        "rl.stages=[{name: coevolve, steps: 3}]",
-        "rl.save_steps=1",
-        "rl.eval_steps=0",
-        "rl.learner.num_cpus=1",
-        "rl.learner.micro_batch_size=4",
-        "eval.num_prompts_per_category=1",
-        "eval.num_heldout_renders=4",
-        "eval.num_caption_images=2",
+        *rl_overrides(run_dir, run_dir / "checkpoints" / "sft"),
     ]
 
 
@@ -93,9 +72,10 @@ def _run_until(command: list[str], marker: Path, timeout: float = 900) -> None:
 
 
 @pytest.mark.slow
-def test_a_killed_pipeline_resumes_the_stage_it_was_in(tmp_path, tiny_checkpoint):
+def test_a_killed_pipeline_resumes_the_stage_it_was_in(tmp_path, tiny_checkpoint, rl_overrides):
     run_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "coevolve.cli.main", "pipeline", *_short_pipeline(run_dir, tiny_checkpoint)]
+    overrides = _short_pipeline(run_dir, tiny_checkpoint, rl_overrides)
+    command = [sys.executable, "-m", "coevolve.cli.main", "pipeline", *overrides]
 
     _run_until(command, run_dir / "sft" / "mix" / "checkpoint-1" / "trainer_state.json")  # killed in SFT
     assert not (run_dir / "checkpoints" / "sft").exists()
