@@ -47,6 +47,7 @@ from coevolve.model.scoring import score
 from coevolve.rl.config import LearnerConfig
 from coevolve.rollout.programs import teacher_forced
 from coevolve.trajectory import Trajectory
+from coevolve.utils.checksum import state_checksums
 
 
 @dataclass
@@ -270,6 +271,17 @@ class Learner:
     def policy_state_dict(self) -> dict[str, torch.Tensor]:
         """The policy's full weights as a plain Janus state dict (what rollout workers load)."""
         return self.engine.policy_state_dict()
+
+    def weights_checksum(self) -> dict[str, str]:
+        """Key -> sha256 of every tensor of `policy_state_dict()`: after a weight sync, each rollout
+        worker's `weights_checksum()` is this same dict."""
+        return state_checksums(self.policy_state_dict())
+
+    def node_id(self) -> str:
+        """The id of the Ray node this actor runs on."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
 
     def save(self, directory: str) -> None:
         """`policy/` (an HF checkpoint) and `learner/` (engine, optimiser, scheduler) under `directory`."""

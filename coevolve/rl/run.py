@@ -17,6 +17,8 @@ Writes under RUN_DIR/rl/:
 - `eval/step-N/`: `coevolve eval` figures, every `rl.eval_steps` steps (and step 0) and at the end
   of each stage;
 and the policy at the end of each stage as RUN_DIR/checkpoints/rl/STAGE (HF format).
+`summary.json` (also returned) names the Ray node each actor started on (`placement`), so a run
+on a multi-node cluster shows where its learner, rollout and reward actors went.
 
 `rl.resume: auto` continues from the newest `checkpoint-N`: the learner reloads weights and
 optimiser state, the rollout actors get those weights as version N, the metrics rows and trace
@@ -160,6 +162,33 @@ def _write_traces(traces: TraceWriter, step: int, run: str, batches: list[tuple[
     traces.write_step(step, rows)
 
 
+def run_demand(rl: RLConfig) -> Demand:
+    """The CPUs/GPUs a run's actors reserve together: the learner, and each program's rollout and
+    reward workers (all alive for the whole run)."""
+    need = Demand(rl.learner.num_cpus, rl.learner.num_gpus)
+    for program in rl.programs.values():
+        part = demand(program.rollout, program.reward)
+        need = Demand(need.num_cpus + part.num_cpus, need.num_gpus + part.num_gpus)
+    return need
+
+
+def sync_weights(learner, drivers: dict[str, RolloutDriver], version: int) -> None:
+    """The learner actor's policy weights to every rollout worker of every driver, as `version`
+    (fetched once; each driver puts them in Ray's object store once for its workers)."""
+    state = ray.get(learner.policy_state_dict.remote())
+    for driver in drivers.values():
+        driver.push_weights(state, version)
+
+
+def placement(learner, drivers: dict[str, RolloutDriver]) -> dict[str, str]:
+    """Actor name (`learner`, `PROGRAM/rollout/INDEX`, `PROGRAM/reward`) -> the Ray node id it runs
+    on; `driver`: the node of this process (the controller, through which the weights pass)."""
+    out = {"driver": ray.get_runtime_context().get_node_id(), "learner": ray.get(learner.node_id.remote())}
+    for name, driver in drivers.items():
+        out.update({f"{name}/{actor}": node for actor, node in driver.placement().items()})
+    return out
+
+
 def run_rl(config: Config, run_dir: Path) -> dict:
     """Train (see the module docstring); returns a summary (also `rl/summary.json`)."""
     started = time.time()
@@ -175,11 +204,7 @@ def run_rl(config: Config, run_dir: Path) -> dict:
         raise ValueError(f"{out} already holds step {start_step} of {rl.total_steps}: nothing to do")
 
     learner_device = "cuda" if rl.learner.num_gpus > 0 else "cpu"
-    need = Demand(rl.learner.num_cpus, rl.learner.num_gpus)
-    for program in rl.programs.values():
-        part = demand(program.rollout, program.reward)
-        need = Demand(need.num_cpus + part.num_cpus, need.num_gpus + part.num_gpus)
-    ray_started = connect(config.cluster, need)
+    ray_started = connect(config.cluster, run_demand(rl))
     drivers: dict[str, RolloutDriver] = {}
     learner = None
     metrics = None
@@ -200,13 +225,12 @@ def run_rl(config: Config, run_dir: Path) -> dict:
                 reward=program.reward, dtype=config.model.dtype,
             )  # fmt: skip
         ray.get(learner.ping.remote())
+        nodes = placement(learner, drivers)
         for name, driver in drivers.items():
             driver.check(streams[name].at(start_step))
         if start_step:
             ray.get(learner.load.remote(str(found[1])))
-            state = ray.get(learner.policy_state_dict.remote())
-            for driver in drivers.values():
-                driver.push_weights(state, start_step)
+            sync_weights(learner, drivers, start_step)
         out.mkdir(parents=True, exist_ok=True)
         run_config = dataclasses.asdict(config)
         metrics = MetricsLog(out, start_step, config.logging, run_config)
@@ -265,14 +289,11 @@ def run_rl(config: Config, run_dir: Path) -> dict:
                 row.update(ray.get(learner.train.remote(samples)))
                 row["timing/learner_s"] = time.perf_counter() - t0
                 t0 = time.perf_counter()
-                state = ray.get(learner.policy_state_dict.remote())
-                for driver in drivers.values():
-                    driver.push_weights(state, step + 1)
+                sync_weights(learner, drivers, step + 1)
                 row["timing/weight_sync_s"] = time.perf_counter() - t0
             else:
                 # Nothing to learn from (every group dropped): the policy stays; its version moves on.
-                for driver in drivers.values():
-                    driver.push_weights(ray.get(learner.policy_state_dict.remote()), step + 1)
+                sync_weights(learner, drivers, step + 1)
             t0 = time.perf_counter()
             _write_traces(traces, step + 1, str(run_dir), batches)
             row["timing/traces_s"] = time.perf_counter() - t0
@@ -306,6 +327,7 @@ def run_rl(config: Config, run_dir: Path) -> dict:
         "checkpoints": {stage.name: str(run_dir / "checkpoints" / "rl" / stage.name) for stage in rl.stages},
         "eval": {str(step): figures for step, figures in evals.items()},
         "seconds": round(time.time() - started, 1),
+        "placement": nodes,
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary

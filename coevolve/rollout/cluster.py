@@ -3,7 +3,9 @@
 `cluster.address: null` starts a local cluster in this process (`ray.init`); `auto` joins the
 cluster `ray start` began on this machine; `HOST:PORT` (or `ray://HOST:PORT`) joins that one.
 An address is probed with a plain TCP connection first, so one that does not answer fails within
-`cluster.connect_timeout_s` with an error naming it, instead of Ray's long retry loop.
+`cluster.connect_timeout_s` with an error naming it, instead of Ray's long retry loop; one that
+answers but refuses this process (Ray's token authentication, which `ray start --head` turns on
+when a token exists, since Ray 2.59) fails with an error that says how to join it.
 The actors' declared resources are checked against the cluster's before any actor is created:
 an actor that can never be placed would otherwise wait forever.
 """
@@ -68,7 +70,15 @@ def connect(config: ClusterConfig, demand: Demand) -> bool:
             ray.init(num_cpus=cpus, include_dashboard=False, logging_level="warning", log_to_driver=False)
         else:
             probe(config.address, config.connect_timeout_s)
-            ray.init(address=config.address, logging_level="warning", log_to_driver=False)
+            try:
+                ray.init(address=config.address, logging_level="warning", log_to_driver=False)
+            except ConnectionError as error:
+                raise ValueError(
+                    f"cluster.address={config.address!r}: the Ray cluster answers but this process cannot join it "
+                    f"({error}). If the cluster uses token authentication (`ray start --head` turns it on when "
+                    "~/.ray/auth_token exists, since Ray 2.59), run with RAY_AUTH_MODE=token and the cluster's "
+                    "token (RAY_AUTH_TOKEN, or the head's ~/.ray/auth_token), as every node of it does"
+                ) from None
         started = True
     try:
         check_resources(demand)

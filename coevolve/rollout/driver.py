@@ -11,6 +11,8 @@
   Results are kept by unit id, so a unit that comes back twice counts once: every trajectory of
   the batch comes back exactly once.
 - `score(trajectories)` runs the reward terms in a reward worker (when a reward config was given).
+- `weights_checksums()` and `placement()` say what weights each worker holds and which Ray node
+  each actor runs on.
 
 The caller joins or starts the cluster first (`cluster.connect`, with `demand`).
 """
@@ -143,6 +145,17 @@ class RolloutDriver:
                 self.stats["replaced"] += 1
                 if time.monotonic() > deadline:
                     raise
+
+    def weights_checksums(self) -> list[dict[str, str]]:
+        """Per worker (in index order), key -> sha256 of each tensor of the policy it holds."""
+        return ray.get([worker.weights_checksum.remote() for worker in self.workers])
+
+    def placement(self) -> dict[str, str]:
+        """Actor name (`rollout/INDEX`, `reward`) -> the id of the Ray node it runs on."""
+        actors = {f"rollout/{i}": worker for i, worker in enumerate(self.workers)}
+        if self.reward_worker is not None:
+            actors["reward"] = self.reward_worker
+        return dict(zip(actors, ray.get([actor.node_id.remote() for actor in actors.values()])))
 
     # -- sampling --------------------------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 Plain classes; the driver makes them actors (`ray.remote(RolloutWorker).options(...)`) with the
 resources from config. A few coarse methods each, as verl's workers have: `generate`,
-`set_weights`, `score`. Nothing here decides what to do when an actor dies: the driver does.
+`set_weights`, `score`; `weights_checksum` and `node_id` say what weights an actor holds and
+where it runs. Nothing here decides what to do when an actor dies: the driver does.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 
 from coevolve.rollout.programs import PROGRAMS, RolloutItem
 from coevolve.trajectory import Trajectory
+from coevolve.utils.checksum import state_checksums
 from rewards.base import resolve_scorer_spec
 from rewards.config import RewardConfig
 
@@ -46,6 +48,13 @@ class RolloutWorker:
         self.version = version
         return version
 
+    def weights_checksum(self) -> dict[str, str]:
+        """Key -> sha256 of every tensor of the policy it samples with (`utils.checksum.state_checksums`)."""
+        return state_checksums(self.adapter.model.state_dict())
+
+    def node_id(self) -> str:
+        return _node_id()
+
     def generate(self, unit_id: str, items: Sequence[RolloutItem], step: int) -> tuple[str, list[Trajectory], dict]:
         """Sample the unit's trajectories; returns (unit_id, trajectories, the program's seconds per phase)."""
         trajectories = self.program(items, step=step, policy_version=self.version)
@@ -63,6 +72,16 @@ class RewardWorker:
     def score(self, trajectories: Sequence[Trajectory]):
         """`rewards.terms.Rewards` of the batch."""
         return self.terms(trajectories)
+
+    def node_id(self) -> str:
+        return _node_id()
+
+
+def _node_id() -> str:
+    """The id of the Ray node the calling actor runs on (hex, as `ray.nodes()` names it)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
 
 
 def reward_resources(config: RewardConfig) -> tuple[float, float]:
