@@ -12,7 +12,8 @@ from importlib import resources
 
 from hydra import compose, initialize_config_module
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from coevolve.config.schema import Config
 
@@ -45,6 +46,27 @@ def compose_config(overrides: list[str] | None = None) -> DictConfig:
         return compose(config_name="config", overrides=list(overrides or []))
 
 
+def _missing_keys(node, prefix: str = "") -> list[str]:
+    """Full keys of the `???` values in a plain container (`OmegaConf.missing_keys` would stop at
+    the first interpolation that points at one)."""
+    if isinstance(node, dict):
+        children = [(f"{prefix}.{key}" if prefix else str(key), value) for key, value in node.items()]
+    elif isinstance(node, list):
+        children = [(f"{prefix}[{index}]", value) for index, value in enumerate(node)]
+    else:
+        return []
+    return [key for key, value in children if value == MISSING] + [
+        key for child, value in children for key in _missing_keys(value, child)
+    ]
+
+
 def to_typed(config: DictConfig) -> Config:
-    """The composed config as dataclasses, running each group's `__post_init__` checks."""
+    """The composed config as dataclasses, running each group's `__post_init__` checks.
+
+    Every value still `???` (a recipe's mandatory path the command line did not give) is named in
+    one `MissingMandatoryValue`, not only the first one met.
+    """
+    missing = _missing_keys(OmegaConf.to_container(config, resolve=False))
+    if missing:
+        raise MissingMandatoryValue(f"no value given for {', '.join(missing)} (set each as KEY=VALUE)")
     return OmegaConf.to_object(config)

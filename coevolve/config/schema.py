@@ -48,8 +48,10 @@ class ModelConfig:
 class DataConfig:
     # "shapes": the built-in shapes world; otherwise a local path that HF `datasets` reads:
     # a .jsonl/.json/.parquet file, a folder of them, or a `save_to_disk` folder, in the record
-    # schema of coevolve/data/records.py.
-    source: str = "shapes"
+    # schema of coevolve/data/records.py. Given by the group option: conf/data/shapes.yaml says
+    # "shapes", conf/data/records.yaml leaves it to the command line (a `???` in a config cannot
+    # replace a default, so the schema has none).
+    source: str = MISSING
     # shapes: how many records are drawn (each with its negative); a path: at most this many rows
     # are read (null: all).
     num_examples: int | None = 6000
@@ -237,3 +239,7 @@ class Config:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)  # coevolve/rollout/config.py
     cluster: ClusterConfig = field(default_factory=ClusterConfig)  # the Ray cluster of the actors
     rl: RLConfig = field(default_factory=RLConfig)  # coevolve/rl/config.py; `coevolve rl`
+    # Named paths a recipe refers to as `${paths.NAME}`, so that one value given on the command
+    # line reaches every key that uses it (a judge model loaded by several reward terms, a prompt
+    # file). A recipe marks the ones the user must give with `???` (recipes/janus_pro_r1.yaml).
+    paths: dict[str, str] = field(default_factory=dict)
