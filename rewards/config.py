@@ -90,6 +90,9 @@ class RewardConfig:
     # sum_then_normalize) and count them. Off: they stay, with advantage 0, and are counted.
     drop_zero_spread_groups: bool = False
     check: RewardCheckConfig = field(default_factory=RewardCheckConfig)
+    # GPUs the reward worker hosting these terms reserves. Null: 1 when a scorer runs on "cuda", else 0;
+    # a fraction (<= 1) lets it share a GPU with other actors (e.g. learner 0.5 + rollout 0.25 + reward 0.25).
+    num_gpus: float | None = None
 
     def __post_init__(self) -> None:
         if self.multi_objective_aggregation not in AGGREGATIONS:
@@ -101,6 +104,11 @@ class RewardConfig:
         if not isinstance(self.drop_zero_spread_groups, bool):
             raise TypeError(
                 f"reward.drop_zero_spread_groups must be true or false, got {self.drop_zero_spread_groups!r}"
+            )
+        if self.num_gpus is not None and not 0 <= self.num_gpus <= 1:
+            raise ValueError(
+                f"reward.num_gpus must be in [0, 1] (a reward worker is one process on one GPU at most) or null, "
+                f"got {self.num_gpus}"
             )
         for name, term in self.terms.items():
             term.validate(f"reward.terms.{name}")

@@ -50,6 +50,18 @@ def _bench(args: argparse.Namespace) -> int:
         if args.model is None:
             raise SystemExit("coevolve bench rollout: --model DIR (a checkpoint) is required")
         result = rollout_report(args.model, repeats=args.repeats)
+    elif args.what == "learner":
+        from coevolve.bench.learner import learner_report
+
+        result = learner_report(device=args.device, shape=args.shape, batch=args.batch, repeats=args.repeats,
+                                peak=args.peak_tflops)  # fmt: skip
+    elif args.what == "rl-step":
+        from coevolve.bench.rl_step import rl_step_report
+
+        if args.model is None:
+            raise SystemExit("coevolve bench rl-step: --model DIR (a Janus checkpoint) is required")
+        result = rl_step_report(args.model, steps=args.steps, weight_sync=args.weight_sync, device=args.device,
+                                overrides=tuple(args.override))  # fmt: skip
     else:
         if args.model is None:
             raise SystemExit(
@@ -246,24 +258,39 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="print a figure as JSON")
     bench.add_argument(
         "what",
-        choices=["verifier", "vq", "sampler", "rollout"],
+        choices=["verifier", "vq", "sampler", "rollout", "learner", "rl-step"],
         help="verifier: accuracy on seeded pairs; vq: fidelity of VQ round trips; "
         "sampler: images/s of our sampler vs transformers' generate, side by side; "
-        "rollout: trajectories/s with 1 and 2 rollout actors and the time share of each phase",
+        "rollout: trajectories/s with 1 and 2 rollout actors and the time share of each phase; "
+        "learner: learner tokens/s and MFU on a random Janus; "
+        "rl-step: the phase times of full RL steps (coevolve rl recipe=shapes, small sizes)",
     )
     bench.add_argument(
-        "--model", help="checkpoint directory (for vq and rollout; for sampler's tiny cases)"
+        "--model", help="checkpoint directory (for vq, rollout and rl-step; for sampler's tiny cases)"
     )
     bench.add_argument(
         "--device",
         default="cpu",
-        help="sampler: cpu or cuda (cuda adds the Janus-Pro-1B-shaped case)",
+        help="sampler: cpu or cuda (cuda adds the Janus-Pro-1B-shaped case); learner: cpu or cuda "
+        "(cuda: Janus-Pro-1B shape in bf16); rl-step: cpu or cuda (learner and rollout workers share one GPU)",
     )
     bench.add_argument(
         "--repeats",
         type=int,
         default=3,
-        help="sampler, rollout: timed runs per case (median)",
+        help="sampler, rollout, learner: timed runs per case (median)",
+    )
+    bench.add_argument("--shape", help="learner: small (CPU default), mid or janus-pro-1b (cuda default)")
+    bench.add_argument("--batch", type=int, help="learner: trajectories per step (default 4)")
+    bench.add_argument(
+        "--peak-tflops", type=float, help="learner: the device's peak TFLOP/s for MFU (default: a table of GPUs)"
+    )
+    bench.add_argument("--steps", type=int, default=2, help="rl-step: RL steps to run (default 2)")
+    bench.add_argument(
+        "--weight-sync", default="object_store", choices=["object_store", "collective"], help="rl-step: rl.weight_sync"
+    )
+    bench.add_argument(
+        "--override", action="append", default=[], metavar="KEY=VALUE", help="rl-step: a config override (repeatable)"
     )
     bench.add_argument(
         "--cases",

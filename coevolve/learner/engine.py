@@ -400,11 +400,15 @@ class TrainEngine:
         return deepspeed.zero.GatheredParameters(partitioned, modifier_rank=None)
 
     @torch.no_grad()
-    def policy_state_dict(self) -> dict[str, torch.Tensor]:
+    def policy_state_dict(self, views: bool = False) -> dict[str, torch.Tensor]:
         """The policy's full weights with the keys and shapes of a plain `JanusForConditionalGeneration`
         state dict: CPU clones; LoRA deltas added to the base weights without touching the module;
-        ZeRO-3 partitions gathered (a collective: every rank calls it). Tied weights stay one tensor."""
+        ZeRO-3 partitions gathered (a collective: every rank calls it). Tied weights stay one tensor.
+        `views`: when the module holds the weights whole (no LoRA, not ZeRO-3), its own tensors,
+        detached, on its device and not copied — to be read at once (a weight broadcast), never kept."""
         janus = self._janus
+        if views and self._peft is None and not any(hasattr(p, "ds_id") for p in janus.parameters()):
+            return {key: value.detach() for key, value in janus.state_dict().items()}
         lora_layers = {name: m for name, m in janus.named_modules() if self._peft is not None and _is_lora_layer(m)}
         entries = janus.state_dict(keep_vars=True)
         # Group the keys by owner: a LoRA layer (its base layer and adapter) or the module holding them.

@@ -48,6 +48,7 @@ from coevolve.rl.config import LearnerConfig
 from coevolve.rollout.programs import teacher_forced
 from coevolve.trajectory import Trajectory
 from coevolve.utils.checksum import state_checksums
+from coevolve.utils.collective import Manifest, WeightGroup, manifest_of, serve_store
 
 
 @dataclass
@@ -99,6 +100,8 @@ class Learner:
             self._frozen = JanusAdapter(self.engine.frozen_copy(), self.processor)
         self.mode = CFGMode(config.image_logprob_mode)
         self.updates = 0  # optimiser steps taken
+        self._weight_store = None  # the weight group's store (rl.weight_sync: collective), and the group
+        self._weight_group: WeightGroup | None = None
 
     def ping(self) -> int:
         return self.updates
@@ -282,6 +285,46 @@ class Learner:
         import ray
 
         return ray.get_runtime_context().get_node_id()
+
+    def gpu_ids(self) -> tuple[str, ...]:
+        """The ids of the GPUs Ray gave this actor (on its node)."""
+        import ray
+
+        return tuple(str(gpu) for gpu in ray.get_gpu_ids())
+
+    # -- the weight group (rl.weight_sync: collective; coevolve/utils/collective.py) ---------------
+
+    def open_weight_group(self, timeout_s: float) -> tuple[str, int]:
+        """Host the weight group's store on a free port of this node, for the run; returns (address, port)."""
+        import ray
+
+        if self._weight_store is None:
+            self._weight_store = serve_store(ray.util.get_node_ip_address(), timeout_s)
+        return self._weight_store.host, self._weight_store.port
+
+    def weight_manifest(self) -> Manifest:
+        """What a broadcast sends: every tensor of the policy state dict (key, shape, dtype)."""
+        return manifest_of(self.engine.policy_state_dict(views=True))
+
+    def join_weight_group(self, generation: int, world_size: int, backend: str, manifest: Manifest,
+                          bucket_bytes: int, timeout_s: float) -> None:  # fmt: skip
+        """Form generation `generation` of the weight group as rank 0 (blocks until every member joined)."""
+        if self._weight_store is None:
+            raise RuntimeError("open_weight_group first")
+        if self._weight_group is not None:
+            self._weight_group.close()
+            self._weight_group = None
+        host = self._weight_store.host
+        self._weight_group = WeightGroup(host, self._weight_store.port, 0, world_size, generation, backend, manifest,
+                                         bucket_bytes, timeout_s, host, store=self._weight_store)  # fmt: skip
+
+    def broadcast_weights(self, generation: int) -> int:
+        """Send the policy's weights to the group's other members (each calls `receive_weights`);
+        returns the bytes sent."""
+        group = self._weight_group
+        if group is None or group.generation != generation:
+            raise RuntimeError(f"learner: not in weight group generation {generation}")
+        return group.broadcast(self.engine.policy_state_dict(views=True))
 
     def save(self, directory: str) -> None:
         """`policy/` (an HF checkpoint) and `learner/` (engine, optimiser, scheduler) under `directory`."""

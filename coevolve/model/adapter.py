@@ -5,7 +5,8 @@ Hugging Face checkpoint (the tiny bootstrap one, or Janus-Pro-1B/7B) and offers:
 
 - building segments: `text`, `chat` (the checkpoint's chat template, images as `SeenImage`),
   `seen_images`;
-- `sample_text`, `sample_images` (see `sampler.py`), `decode`;
+- `sample_text`, `sample_images` (see `sampler.py`), `decode`; the text may instead be drawn by a
+  `text_backend` with the same `sample_text` (`vllm_text.VLLMText`), images never are;
 - `judge`: P(yes) that an image matches a prompt, optionally with a sampled reason;
 - `logprobs`: teacher-forced log-probs/entropies of scored segments (see `scoring.py`);
 - `save_pretrained`: a checkpoint plain transformers loads.
@@ -50,6 +51,9 @@ class JanusAdapter:
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.spec = JanusSpec.of(model, processor)
+        # None: text is drawn by `sampler.sample_text`; else by this object's `sample_text` (same
+        # arguments, validated prompts), e.g. `vllm_text.VLLMText` — `judge`'s reasons included.
+        self.text_backend = None
 
     @classmethod
     def from_pretrained(
@@ -177,11 +181,16 @@ class JanusAdapter:
         stop_ids: tuple[int, ...] = (),
         generator: torch.Generator | Generators | None = None,
     ) -> TextSample:
+        prompts = self._validated(prompts, "prompt")
+        if self.text_backend is not None:
+            return self.text_backend.sample_text(
+                prompts, max_new_tokens, n, sampling, tuple(stop_ids), tuple(stop_strings), generator
+            )
         return sample_text(
             self.model,
             self.spec,
             self.tokenizer,
-            self._validated(prompts, "prompt"),
+            prompts,
             max_new_tokens,
             n,
             sampling,

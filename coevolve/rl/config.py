@@ -10,6 +10,12 @@
   the image). Null `segments`: every segment a reward term trains.
 - `learner`: the GRPO learner (coevolve/learner): loss (`LossConfig`, TRL's names), optimiser,
   micro-batching, LoRA, the Ray resources of its actor. The engine is the shared `engine` group.
+- `weight_sync`: how the new weights reach the rollout workers after each update
+  (coevolve/rl/weight_sync.py).
+
+GPU resources: an actor is one process on one GPU at most, so `rl.learner.num_gpus` and each
+`rollout.worker.num_gpus` are 0, a fraction or 1; fractions let Ray place several actors on one GPU
+(e.g. learner 0.5 + rollout worker 0.25 + reward worker 0.25, `reward.num_gpus`).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from coevolve.rollout.config import RolloutConfig
 from rewards.config import RewardConfig
 
 RESUME = ("auto", "never")
+WEIGHT_SYNCS = ("object_store", "collective")
 
 PROGRAM_SEGMENTS = {
     "introspective_t2i": ("plan", "image", "verdict", "reflection", "regen_image"),
@@ -89,6 +96,11 @@ class LearnerConfig:
             raise ValueError(f"rl.learner.image_logprob_mode must be one of {modes}, got {self.image_logprob_mode!r}")
         if self.num_cpus <= 0 or self.num_gpus < 0:
             raise ValueError(f"rl.learner needs num_cpus > 0 and num_gpus >= 0, got {self.num_cpus}, {self.num_gpus}")
+        if self.num_gpus > 1:
+            raise ValueError(
+                f"rl.learner.num_gpus must be at most 1 (the learner is one process on one GPU; a fraction shares "
+                f"it with other actors), got {self.num_gpus}"
+            )
         if not self.optimizer.learning_rate > 0:
             raise ValueError(f"rl.learner.optimizer.learning_rate must be > 0, got {self.optimizer.learning_rate}")
 
@@ -109,10 +121,22 @@ class RLConfig:
     # "auto": continue from the latest checkpoint in RUN_DIR/rl when there is one; "never": start
     # from model.path (an existing RUN_DIR/rl is then an error, so nothing is overwritten).
     resume: str = "auto"
+    # How new weights reach the rollout workers after an update (each time with the policy version):
+    # "object_store": the controller fetches the learner's state dict and each program's driver
+    # `ray.put`s it once for its workers, which load it; "collective": the learner and every rollout
+    # worker form a torch.distributed group (nccl when they hold GPUs, each its own; gloo on CPU)
+    # and the learner broadcasts the weights, which the workers copy into their model in place.
+    weight_sync: str = "object_store"
+    # collective: tensors travel packed in buckets of at most this many MiB (one broadcast each).
+    weight_sync_bucket_mb: float = 256.0
 
     def __post_init__(self) -> None:
         if self.resume not in RESUME:
             raise ValueError(f"rl.resume must be one of {RESUME}, got {self.resume!r}")
+        if self.weight_sync not in WEIGHT_SYNCS:
+            raise ValueError(f"rl.weight_sync must be one of {WEIGHT_SYNCS}, got {self.weight_sync!r}")
+        if not self.weight_sync_bucket_mb > 0:
+            raise ValueError(f"rl.weight_sync_bucket_mb must be > 0, got {self.weight_sync_bucket_mb}")
         if self.save_steps < 1:
             raise ValueError(f"rl.save_steps must be >= 1, got {self.save_steps}")
         if self.eval_steps < 0:
@@ -150,6 +174,8 @@ class RLConfig:
             raise ValueError("rl.programs is empty: give at least one rollout program (see recipes/shapes.yaml)")
         if not self.stages:
             raise ValueError("rl.stages is empty: give at least one stage with its steps")
+        if self.weight_sync == "collective":
+            self.weight_sync_backend()  # raises for a group of GPU and CPU actors
         trained = {segment for program in self.programs.values() for term in program.reward.terms.values()
                    for segment in term.segments}  # fmt: skip
         for index, stage in enumerate(self.stages):
@@ -159,6 +185,21 @@ class RLConfig:
                         f"rl.stages[{index}] ({stage.name}).segments: no reward term trains {segment!r} "
                         f"(trained: {sorted(trained)})"
                     )
+
+    def weight_sync_backend(self) -> str:
+        """The collective's backend: "nccl" when the learner and every rollout worker hold a GPU, "gloo"
+        when none does; a mix is an error naming the keys."""
+        holders = {"rl.learner.num_gpus": self.learner.num_gpus}
+        for name, program in self.programs.items():
+            holders[f"rl.programs.{name}.rollout.worker.num_gpus"] = program.rollout.worker.num_gpus
+        on_gpu = {key for key, gpus in holders.items() if gpus > 0}
+        if on_gpu and len(on_gpu) != len(holders):
+            raise ValueError(
+                "rl.weight_sync=collective needs the learner and every rollout worker on GPUs (nccl) or all on CPU "
+                f"(gloo): {sorted(on_gpu)} > 0 but {sorted(set(holders) - on_gpu)} = 0; use rl.weight_sync=object_store "
+                "for a mix"
+            )
+        return "nccl" if on_gpu else "gloo"
 
     @property
     def total_steps(self) -> int:

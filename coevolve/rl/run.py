@@ -4,7 +4,8 @@ Per step, for each program of `rl.programs`: the step's prompts (`ItemStream`) �
 actors (`RolloutDriver.generate`) → its reward actor (`score`: raw and normalised terms,
 advantages per segment) → then every kept trajectory, with the advantages of the segments the
 current stage trains, goes to the learner actor (`Learner.train`) → the new weights go to every
-rollout actor as policy version step + 1.
+rollout actor as policy version step + 1 (`rl.weight_sync`: through Ray's object store, or
+broadcast over a torch.distributed group; coevolve/rl/weight_sync.py).
 
 Writes under RUN_DIR/rl/:
 - `config.yaml` (the resolved config), `metrics.jsonl` (one row per step), TensorBoard events in `tb/`
@@ -18,7 +19,8 @@ Writes under RUN_DIR/rl/:
   of each stage;
 and the policy at the end of each stage as RUN_DIR/checkpoints/rl/STAGE (HF format).
 `summary.json` (also returned) names the Ray node each actor started on (`placement`), so a run
-on a multi-node cluster shows where its learner, rollout and reward actors went.
+on a multi-node cluster shows where its learner, rollout and reward actors went, and how the
+weights travelled (`weight_sync`: the path and its counters).
 
 `rl.resume: auto` continues from the newest `checkpoint-N`: the learner reloads weights and
 optimiser state, the rollout actors get those weights as version N, the metrics rows and trace
@@ -45,6 +47,7 @@ import ray
 from coevolve.config.schema import Config
 from coevolve.learner.learner import Learner, ProgramScoring, Sample
 from coevolve.rl.config import ProgramConfig, RLConfig
+from coevolve.rl.weight_sync import build_weight_sync
 from coevolve.rollout.cluster import Demand, connect
 from coevolve.rollout.driver import RolloutDriver, demand
 from coevolve.rollout.items import load_items, shapes_items
@@ -172,14 +175,6 @@ def run_demand(rl: RLConfig) -> Demand:
     return need
 
 
-def sync_weights(learner, drivers: dict[str, RolloutDriver], version: int) -> None:
-    """The learner actor's policy weights to every rollout worker of every driver, as `version`
-    (fetched once; each driver puts them in Ray's object store once for its workers)."""
-    state = ray.get(learner.policy_state_dict.remote())
-    for driver in drivers.values():
-        driver.push_weights(state, version)
-
-
 def placement(learner, drivers: dict[str, RolloutDriver]) -> dict[str, str]:
     """Actor name (`learner`, `PROGRAM/rollout/INDEX`, `PROGRAM/reward`) -> the Ray node id it runs
     on; `driver`: the node of this process (the controller, through which the weights pass)."""
@@ -228,9 +223,11 @@ def run_rl(config: Config, run_dir: Path) -> dict:
         nodes = placement(learner, drivers)
         for name, driver in drivers.items():
             driver.check(streams[name].at(start_step))
+        sync = build_weight_sync(rl, learner, drivers)
+        sync.start()
         if start_step:
             ray.get(learner.load.remote(str(found[1])))
-            sync_weights(learner, drivers, start_step)
+            sync(start_step)
         out.mkdir(parents=True, exist_ok=True)
         run_config = dataclasses.asdict(config)
         metrics = MetricsLog(out, start_step, config.logging, run_config)
@@ -289,11 +286,11 @@ def run_rl(config: Config, run_dir: Path) -> dict:
                 row.update(ray.get(learner.train.remote(samples)))
                 row["timing/learner_s"] = time.perf_counter() - t0
                 t0 = time.perf_counter()
-                sync_weights(learner, drivers, step + 1)
+                sync(step + 1)
                 row["timing/weight_sync_s"] = time.perf_counter() - t0
             else:
                 # Nothing to learn from (every group dropped): the policy stays; its version moves on.
-                sync_weights(learner, drivers, step + 1)
+                sync(step + 1)
             t0 = time.perf_counter()
             _write_traces(traces, step + 1, str(run_dir), batches)
             row["timing/traces_s"] = time.perf_counter() - t0
@@ -328,6 +325,7 @@ def run_rl(config: Config, run_dir: Path) -> dict:
         "eval": {str(step): figures for step, figures in evals.items()},
         "seconds": round(time.time() - started, 1),
         "placement": nodes,
+        "weight_sync": {"path": sync.name, **sync.stats},
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary

@@ -13,7 +13,10 @@ from typing import Any
 
 from coevolve.model.guidance import Guidance
 from coevolve.model.sampling import Sampling
+from coevolve.model.vllm_text import OWNED as VLLM_OWNED
 from coevolve.rollout.programs import PROGRAMS, REGENERATE
+
+TEXT_BACKENDS = ("native", "vllm")
 
 
 @dataclass
@@ -21,7 +24,7 @@ class WorkerConfig:
     """What each rollout worker actor reserves in the Ray cluster (torch in it uses num_cpus threads)."""
 
     num_cpus: float = 1.0
-    num_gpus: float = 0.0  # > 0: the worker samples on its GPU
+    num_gpus: float = 0.0  # > 0: the worker samples on its GPU; a fraction (<= 1) shares it with other actors
 
 
 @dataclass
@@ -47,6 +50,15 @@ class RolloutConfig:
     max_verdict_tokens: int = 48
     max_reflection_tokens: int = 64
     max_caption_tokens: int = 32  # reconstruction
+    # Who draws the text segments (plan, verdict reason, reflection, caption): "native" (coevolve's
+    # sampler, coevolve/model/sampler.py) or "vllm" (coevolve/model/vllm_text.py: a vLLM engine in
+    # each rollout worker serving the trunk + LM head, refreshed after every weight update; the
+    # optional extra `pip install 'coevolve[vllm]'`). Images are always drawn by the native sampler.
+    text_backend: str = "native"
+    # text_backend=vllm: extra keyword arguments of `vllm.LLM` (e.g. gpu_memory_utilization — default
+    # 0.4 on a GPU, which the engine shares with the policy —, kv_cache_memory_bytes — default 1 GiB
+    # on CPU —, enforce_eager, max_num_seqs).
+    vllm: dict[str, Any] = field(default_factory=dict)
     # Rollout worker actors, each holding the policy.
     num_workers: int = 2
     worker: WorkerConfig = field(default_factory=WorkerConfig)
@@ -80,10 +92,21 @@ class RolloutConfig:
         ):
             if getattr(self, key) < 1:
                 raise ValueError(f"rollout.{key} must be >= 1, got {getattr(self, key)}")
+        if self.text_backend not in TEXT_BACKENDS:
+            raise ValueError(f"rollout.text_backend must be one of {TEXT_BACKENDS}, got {self.text_backend!r}")
+        if self.vllm and self.text_backend != "vllm":
+            raise ValueError(f"rollout.vllm ({sorted(self.vllm)}) is read only with rollout.text_backend=vllm")
+        if owned := sorted(set(self.vllm) & set(VLLM_OWNED)):
+            raise ValueError(f"rollout.vllm may not set {owned}: the vLLM text backend sets {list(VLLM_OWNED)} itself")
         if self.max_restarts < 0:
             raise ValueError(f"rollout.max_restarts must be >= 0, got {self.max_restarts}")
         if self.worker.num_cpus <= 0 or self.worker.num_gpus < 0:
             raise ValueError(f"rollout.worker needs num_cpus > 0 and num_gpus >= 0, got {self.worker}")
+        if self.worker.num_gpus > 1:
+            raise ValueError(
+                "rollout.worker.num_gpus must be at most 1 (a worker is one process on one GPU; a fraction shares it "
+                f"with other actors; more workers: rollout.num_workers), got {self.worker.num_gpus}"
+            )
         try:
             Sampling(self.temperature, self.top_k, self.top_p)
             Guidance(self.guidance_weight)

@@ -4,10 +4,14 @@
   per worker, at most `unit_size` items each, sizes differing by at most one), hands each idle
   worker the next unit, and gathers the trajectories in item order.
 - `push_weights(state_dict, version)` puts the weights in Ray's object store once and loads them
-  into every worker; each trajectory records the version it was sampled under.
+  into every worker; each trajectory records the version it was sampled under. When the weights
+  reached the workers by another path (a broadcast from the learner, `rl.weight_sync: collective`),
+  `record_weights(version, fetch)` records the version, and `fetch` gives the weights to a worker
+  that must be brought up to date alone.
 - A worker that dies (its unit fails with an actor error) is restarted by Ray (up to
   `rollout.max_restarts`; past that the driver creates a new actor in its place); the driver waits
-  for it, re-sends the current weights and version, and puts the lost unit back in the queue.
+  for it, re-sends the current weights and version (through the object store, whichever path
+  brought them to the others), and puts the lost unit back in the queue.
   Results are kept by unit id, so a unit that comes back twice counts once: every trajectory of
   the batch comes back exactly once.
 - `score(trajectories)` runs the reward terms in a reward worker (when a reward config was given).
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import ray
 from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError, RayTaskError
@@ -84,10 +88,13 @@ class RolloutDriver:
             seed,
             dtype,
             device,
+            rollout.text_backend,
+            dict(rollout.vllm),
         )
         self.workers = [self._new_worker() for _ in range(rollout.num_workers)]
         self.version = 0
-        self._weights = None  # ObjectRef of the current state dict (None: the checkpoint's)
+        self._weights = None  # ObjectRef of the current state dict (None: the checkpoint's, or not fetched yet)
+        self._fetch: Callable[[], ray.ObjectRef] | None = None  # gives it when the weights came by broadcast
         self.stats = {"units": 0, "reissued": 0, "replaced": 0}
         self.timings: dict[str, float] = {}  # the last batch's program seconds per phase, summed over units
         self._in_flight: dict[int, str] = {}
@@ -119,15 +126,26 @@ class RolloutDriver:
         if version <= self.version:
             raise ValueError(f"policy version must increase: got {version} after {self.version}")
         self._weights = ray.put(dict(state_dict))
+        self._fetch = None
         self.version = version
         for index in range(len(self.workers)):
             self._sync(index)
+
+    def record_weights(self, version: int, fetch: Callable[[], ray.ObjectRef]) -> None:
+        """Every worker received policy `version` by another path (a broadcast from the learner).
+        `fetch()` returns an ObjectRef of the same state dict (e.g. `learner.policy_state_dict.remote()`);
+        it is called only if a worker must be brought up to date alone, once per version."""
+        if version <= self.version:
+            raise ValueError(f"policy version must increase: got {version} after {self.version}")
+        self._weights, self._fetch, self.version = None, fetch, version
 
     def _sync(self, index: int) -> None:
         """Bring worker `index` to the current weights, waiting for a restart or replacing a dead actor."""
         deadline = time.monotonic() + self.restart_timeout_s
         while True:
             worker = self.workers[index]
+            if self._weights is None and self._fetch is not None:
+                self._weights = self._fetch()  # the broadcast weights, for this worker alone
             try:
                 if self._weights is None:
                     ray.get(worker.ping.remote(), timeout=self.restart_timeout_s)

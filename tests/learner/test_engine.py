@@ -158,6 +158,16 @@ def test_lora_policy_is_merged_without_touching_the_module(original, tiny_adapte
     fresh.load_state_dict(policy, strict=True)
 
 
+@pytest.mark.parametrize(("kind", "lora"), [("plain", None), ("zero3", None), ("plain", LoraConfig(r=4, alpha=8))])
+def test_policy_views_are_the_modules_own_tensors_only_when_it_holds_them_whole(original, kind, lora):
+    engine = _build(original, kind, lora)
+    views, copies = engine.policy_state_dict(views=True), engine.policy_state_dict()
+    assert list(views) == list(copies) and _max_diff(views, copies) == 0
+    own = {p.data_ptr() for p in engine.janus.parameters()}
+    shared = [views[key].data_ptr() in own for key in ("lm_head.weight", "model.language_model.norm.weight")]
+    assert shared == [kind == "plain" and lora is None] * 2  # no LoRA to merge, no ZeRO-3 partitions
+
+
 def test_reference_is_the_base_model_with_the_adapter_disabled(original):
     engine = _build(original, "zero3", LoraConfig(r=4, alpha=8))
     assert engine.has_adapter

@@ -145,3 +145,22 @@ def test_the_cli_names_the_culprit(tmp_path, sft_checkpoint, capsys, rl_override
         main(["rl", *rl_overrides(tmp_path, tmp_path / "nowhere"), "hydra.output_subdir=null"])
     assert exit_info.value.code == 2
     assert "rl.checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_bfloat16_run_with_collective_weight_sync_broadcasts_every_update(tmp_path, tiny_checkpoint, config):
+    run_dir = tmp_path / "run"
+    extra = ["rl.stages=[{name: coevolve, steps: 2}]", "rl.weight_sync=collective", "model.dtype=bfloat16"]
+    typed = config(run_dir, tiny_checkpoint, extra=extra)
+    assert typed.rl.weight_sync_backend() == "gloo"
+    summary = run_rl(typed, run_dir)
+    sync = summary["weight_sync"]
+    assert sync["path"] == "collective" and sync["groups_formed"] == 1 and sync["broadcasts"] == 2
+    assert sync["object_store_fallbacks"] == 0 and sync["bytes_per_broadcast"] > 0
+    metrics = rows(run_dir)
+    assert [row["step"] for row in metrics] == [1, 2] and all(row["timing/weight_sync_s"] > 0 for row in metrics)
+    assert all(row["learner/sampling/importance_sampling_ratio/mean"] == pytest.approx(1.0, abs=1e-2) for row in metrics)
+    # Step 2 was sampled by every rollout worker (both programs) under the weights broadcast after step 1.
+    assert {row["policy_version"] for row in TraceStore.open(run_dir).table([2]).to_pylist()} == {1}
+    policy = weights(run_dir / "checkpoints" / "rl" / "coevolve")
+    assert {value.dtype for value in policy.values() if value.is_floating_point()} == {torch.bfloat16}

@@ -1,16 +1,21 @@
-"""Weight sync on real Ray actors (CPU, the object-store path): after a learner update and
-`run.sync_weights`, the learner actor and every rollout worker actor hold the same weights, bit for
-bit (per-tensor sha256 from the actors' `weights_checksum()`); the update did change them, and a
-worker that misses a sync is seen holding the old ones."""
+"""Weight sync on real Ray actors (CPU): after a learner update and a sync — through the object
+store (`weight_sync.sync_weights`) or broadcast over a gloo group (`CollectiveSync`) — the learner
+actor and every rollout worker actor hold the same weights, bit for bit (per-tensor sha256 from the
+actors' `weights_checksum()`); the update did change them, and a worker that misses a sync is seen
+holding the old ones. Under the collective, a worker killed mid-batch is brought to the current
+weights through the object store and joins a re-formed group at the next sync."""
 
 from __future__ import annotations
+
+import threading
+import time
 
 import pytest
 import ray
 
 from coevolve.config import compose_config, to_typed
 from coevolve.learner.learner import Learner, ProgramScoring, Sample
-from coevolve.rl.run import sync_weights
+from coevolve.rl.weight_sync import CollectiveSync, sync_weights
 from coevolve.rollout.driver import RolloutDriver
 from coevolve.rollout.items import shapes_items
 
@@ -90,3 +95,52 @@ def test_a_worker_that_misses_the_sync_is_caught(actors):
     sums = driver.weights_checksums()
     assert sums[0] == updated and sums[1] == before
     assert list(stale(updated, sums)) == [1] and stale(updated, sums)[1]
+
+
+def test_collective_broadcast_after_an_update_every_worker_holds_the_learners_weights(actors):
+    learner, driver = actors
+    sync = CollectiveSync(learner, {"introspective": driver}, backend="gloo", bucket_bytes=2**18)
+    sync.start()
+    assert sync.stats["groups_formed"] == 1
+    assert ray.get([worker.weight_group.remote() for worker in driver.workers]) == [1, 1]
+    before = ray.get(learner.weights_checksum.remote())
+    updated = update(learner, driver, step=2)
+    changed = sorted(key for key in before if updated[key] != before[key])
+    assert changed
+    assert all(stale(updated, driver.weights_checksums()).values())  # no worker has them yet
+
+    version = driver.version + 1
+    started = time.perf_counter()
+    sync(version)
+    seconds = time.perf_counter() - started
+    after = driver.weights_checksums()
+    assert stale(updated, after) == {} and after == [updated, updated]
+    assert [ray.get(worker.ping.remote())[1] for worker in driver.workers] == [version, version]
+    assert driver.version == version and sync.stats["broadcasts"] == 1 and sync.stats["object_store_fallbacks"] == 0
+    # The tiny policy (about 11 MB in float32) in buckets of 256 KiB: several broadcasts, every byte once.
+    assert sync.stats["bytes_per_broadcast"] > 2**20
+    print(f"collective sync of {sync.stats['bytes_per_broadcast']} bytes: {seconds:.3f} s")
+
+    # A worker killed mid-batch: the driver gives the restarted actor the current weights through the
+    # object store (fetched from the learner), so the batch is sampled under `version` throughout.
+    items = shapes_items("introspective_t2i", 2, seed=5)
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.update(out=driver.generate(items, step=3)))
+    thread.start()
+    deadline = time.monotonic() + 60
+    while 0 not in driver.in_flight() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    ray.kill(driver.workers[0], no_restart=False)
+    thread.join(timeout=300)
+    assert {t.policy_version for t in result["out"]} == {version}
+    assert driver.stats["reissued"] >= 1
+    assert driver.weights_checksums() == [updated, updated]
+    assert ray.get(driver.workers[0].weight_group.remote()) is None  # the restarted actor left the group
+
+    # The next sync forms the group again with the restarted worker, and broadcasts to it.
+    again = update(learner, driver, step=4)
+    assert again != updated
+    sync(version + 1)
+    assert sync.stats["groups_formed"] == 2 and sync.stats["broadcasts"] == 2
+    assert ray.get([worker.weight_group.remote() for worker in driver.workers]) == [2, 2]
+    assert driver.weights_checksums() == [again, again]
