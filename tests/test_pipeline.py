@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from coevolve.pipeline import summary_table
+from coevolve.pipeline import StageRecord, summary_table
 from coevolve.traces.store import TraceStore
 
 TAGS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
@@ -100,9 +100,35 @@ def test_a_killed_pipeline_resumes_the_stage_it_was_in(tmp_path, tiny_checkpoint
     assert traces.steps() == [1, 2, 3]
     assert len({row["id"] for row in table}) == len(table) == 3 * (2 * 2 + 1 * 2)  # no row twice
     assert "image accuracy (first image)" in done.stdout and (run_dir / "report.html").is_file()
+    record = json.loads((run_dir / "pipeline.json").read_text())
+    assert record["stages"]["sft"]["resumed"] is True and record["stages"]["rl"]["resumed"] is True
+    assert "bootstrap" not in record["stages"]  # the given tiny checkpoint: nothing built, nothing timed
+    assert set(record["eval"]) == {"tiny", "sft", "rl"}
 
     again = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
     assert again.returncode == 0, again.stderr[-3000:]
     for stage in ("bootstrap", "demo", "sft", "rl"):
         assert f"[pipeline] {stage}: reusing" in again.stdout
     assert again.stdout.count("[pipeline] eval: reusing") == 3
+    stages = json.loads((run_dir / "pipeline.json").read_text())["stages"]
+    assert {k: v for k, v in stages.items() if k != "report"} == {k: v for k, v in record["stages"].items() if k != "report"}
+
+
+def test_stage_record_keeps_finished_stages_and_refuses_another_seed(tmp_path):
+    path = tmp_path / "pipeline.json"
+    record = StageRecord(path, seed=1)
+    with record.timed("sft") as stage:
+        stage["resumed"] = True
+    with pytest.raises(RuntimeError), record.timed("rl"):
+        raise RuntimeError("killed")  # a stage that did not finish is not recorded
+    stages = json.loads(path.read_text())["stages"]
+    assert list(stages) == ["sft"] and stages["sft"]["resumed"] is True and stages["sft"]["seconds"] >= 0
+
+    again = StageRecord(path, seed=1)  # a re-run: sft reused, its time kept
+    with again.timed("rl"):
+        pass
+    again.finish({"rl": {"image_accuracy": {"accuracy": 0.5}}})
+    saved = json.loads(path.read_text())
+    assert list(saved["stages"]) == ["sft", "rl"] and saved["eval"]["rl"]["image_accuracy"]["accuracy"] == 0.5
+    with pytest.raises(ValueError, match=r"seed=1, this one has seed=2"):
+        StageRecord(path, seed=2)
