@@ -23,6 +23,8 @@ METRICS = (
     "eval/final_image_accuracy",
     "eval/verdict_accuracy_own/p_yes",
     "eval/verdict_accuracy_own/text",
+    "eval/verdict_accuracy_own/p_yes/balanced_accuracy",
+    "eval/verdict_accuracy_own/text/balanced_accuracy",
     "eval/verdict_accuracy_heldout/p_yes",
     "eval/verdict_accuracy_heldout/text",
     "eval/caption_accuracy",

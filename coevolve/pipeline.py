@@ -148,6 +148,7 @@ def summary_table(report: dict[str, dict]) -> str:
     rows += [
         ("image accuracy (final image)", lambda f: f["final_image_accuracy"]["accuracy"]),
         ("own verdicts, P(yes)", lambda f: f["verdict_accuracy_own"]["p_yes"]["accuracy"]),
+        ("own verdicts, P(yes), balanced", lambda f: f["verdict_accuracy_own"]["p_yes"]["balanced_accuracy"]),
         ("held-out verdicts, P(yes)", lambda f: f["verdict_accuracy_heldout"]["p_yes"]["accuracy"]),
         ("caption accuracy", lambda f: f["caption_accuracy"]["accuracy"]),
         ("format rate", lambda f: f["format_rate"]["rate"]),

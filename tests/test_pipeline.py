@@ -22,7 +22,7 @@ def _figures(first: float, heldout: float, reconstruction: float) -> dict:
     return {
         "image_accuracy": {"accuracy": first, "per_category": per_category},
         "final_image_accuracy": {"accuracy": 0.25},
-        "verdict_accuracy_own": {"p_yes": {"accuracy": 0.5}},
+        "verdict_accuracy_own": {"p_yes": {"accuracy": 0.5, "balanced_accuracy": 0.5}},
         "verdict_accuracy_heldout": {"p_yes": {"accuracy": heldout}},
         "caption_accuracy": {"accuracy": 0.0},
         "format_rate": {"rate": 1.0},
@@ -38,7 +38,8 @@ def test_summary_table_lists_each_checkpoint_in_its_column():
     assert rows["counting"] == ["0.0%", "12.5%"] and rows["colors"] == ["0.0%", "0.0%"]
     assert rows["held-out verdicts, P(yes)"] == ["50.0%", "80.0%"]
     assert rows["reconstruction"] == ["0.100", "0.200"]
-    assert len(table) == 1 + 1 + len(TAGS) + 5 + 1
+    assert rows["own verdicts, P(yes), balanced"] == ["50.0%", "50.0%"]
+    assert len(table) == 1 + 1 + len(TAGS) + 6 + 1
 
 
 def _short_pipeline(run_dir: Path, tiny_checkpoint: Path, rl_overrides) -> list[str]:

@@ -27,6 +27,10 @@ METRICS = (
     ("image accuracy, final image", lambda f: f["final_image_accuracy"]["accuracy"]),
     ("own verdicts vs verifier, P(yes) > 0.5", lambda f: f["verdict_accuracy_own"]["p_yes"]["accuracy"]),
     ("own verdicts vs verifier, verdict text", lambda f: f["verdict_accuracy_own"]["text"]["accuracy"]),
+    # Balanced: the mean of the accuracy on accepted and on rejected images (0.5 for a judge that
+    # always gives one answer, whatever the share of bad images).
+    ("own verdicts, P(yes), balanced", lambda f: f["verdict_accuracy_own"]["p_yes"]["balanced_accuracy"]),
+    ("own verdicts, verdict text, balanced", lambda f: f["verdict_accuracy_own"]["text"]["balanced_accuracy"]),
     ("held-out verdicts, P(yes) > 0.5", lambda f: f["verdict_accuracy_heldout"]["p_yes"]["accuracy"]),
     ("caption accuracy", lambda f: f["caption_accuracy"]["accuracy"]),
     ("full introspective format", lambda f: f["format_rate"]["rate"]),

@@ -223,6 +223,15 @@ def _accuracy(correct: list[bool], tags: list[str]) -> dict:
     }
 
 
+def _verdict_accuracy(correct: list[bool], truth: list[bool], tags: list[str]) -> dict:
+    """`_accuracy` of verdicts, plus `balanced_accuracy`: the mean of the accuracy on images the
+    verifier accepts and on those it rejects (None when either is absent). A judge that always
+    answers the majority verdict scores the majority's share in `accuracy` and 0.5 here."""
+    per_class = [[c for c, t in zip(correct, truth) if t == side] for side in (True, False)]
+    balanced = None if not all(per_class) else sum(sum(flags) / len(flags) for flags in per_class) / 2
+    return {**_accuracy(correct, tags), "balanced_accuracy": balanced}
+
+
 def _rate(flags: list[bool]) -> float | None:
     return sum(flags) / len(flags) if flags else None
 
@@ -245,8 +254,8 @@ def _trajectory_figures(rows: list[dict]) -> dict:
         },
         "verdict_accuracy_own": {
             # An unparsable verdict agrees with nothing: it counts as wrong.
-            "text": _accuracy([row["verdict_says_yes"] == ok for row, ok in zip(rows, truth)], tags),
-            "p_yes": _accuracy([(row["p_yes"] > 0.5) == ok for row, ok in zip(rows, truth)], tags),
+            "text": _verdict_accuracy([row["verdict_says_yes"] == ok for row, ok in zip(rows, truth)], truth, tags),
+            "p_yes": _verdict_accuracy([(row["p_yes"] > 0.5) == ok for row, ok in zip(rows, truth)], truth, tags),
             "verifier_positive": sum(truth),
             "verifier_negative": len(truth) - sum(truth),
         },
@@ -288,8 +297,8 @@ def _heldout_verdicts(adapter: JanusAdapter, config: ShapesEvalConfig, generator
     truth = [example.satisfies for example in examples]
     tags = [example.tag for example in examples]
     return {
-        "p_yes": _accuracy([(p > 0.5) == ok for p, ok in zip(p_yes, truth)], tags),
-        "text": _accuracy([v is not None and v.matches == ok for v, ok in zip(verdicts, truth)], tags),
+        "p_yes": _verdict_accuracy([(p > 0.5) == ok for p, ok in zip(p_yes, truth)], truth, tags),
+        "text": _verdict_accuracy([v is not None and v.matches == ok for v, ok in zip(verdicts, truth)], truth, tags),
         "positives": sum(truth),
         "negatives": len(truth) - sum(truth),
     }

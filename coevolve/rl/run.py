@@ -124,6 +124,8 @@ def _eval_scalars(figures: dict) -> dict[str, float]:
     for key in ("verdict_accuracy_own", "verdict_accuracy_heldout"):
         for source in ("p_yes", "text"):
             out[f"eval/{key}/{source}"] = figures[key][source]["accuracy"]
+            if (balanced := figures[key][source]["balanced_accuracy"]) is not None:  # None: one class only
+                out[f"eval/{key}/{source}/balanced_accuracy"] = balanced
     out["eval/format_rate"] = figures["format_rate"]["rate"]
     if figures.get("reconstruction") is not None:
         out["eval/reconstruction"] = figures["reconstruction"]["mean_similarity"]

@@ -12,7 +12,10 @@ def _figures(first: float, own: float, reconstruction: float) -> dict:
     return {
         "image_accuracy": {"accuracy": first, "per_category": per_category},
         "final_image_accuracy": {"accuracy": first},
-        "verdict_accuracy_own": {"p_yes": {"accuracy": own}, "text": {"accuracy": own}},
+        "verdict_accuracy_own": {
+            "p_yes": {"accuracy": own, "balanced_accuracy": 0.5},
+            "text": {"accuracy": own, "balanced_accuracy": own},
+        },
         "verdict_accuracy_heldout": {"p_yes": {"accuracy": 0.5}},
         "caption_accuracy": {"accuracy": 0.0},
         "format_rate": {"rate": 1.0},
@@ -46,6 +49,7 @@ def test_table_gives_mean_std_and_the_paired_difference():
     assert _row(markdown, "… colors") == ["0.0 ± 0.0", "35.0 ± 5.0", "45.0 ± 5.0", "+10.0 ± 5.0"]
     assert _row(markdown, "… position") == ["0.0 ± 0.0"] * 3 + ["0.0 ± 0.0"]
     assert _row(markdown, "own verdicts vs verifier, P(yes) > 0.5")[3] == "+20.0 ± 0.0"
+    assert _row(markdown, "own verdicts, P(yes), balanced") == ["50.0 ± 0.0"] * 3 + ["0.0 ± 0.0"]
     assert _row(markdown, "reconstruction score") == ["0.100 ± 0.000", "0.150 ± 0.000", "0.200 ± 0.000", "+0.050 ± 0.000"]
     assert values["metrics"]["image accuracy, first image"]["rl - sft"] == pytest.approx([0.10, 0.05, 0.15])
     assert _row(markdown, "rl") == ["10.0 / 11.0 / 12.0 (resumed)"]

@@ -15,7 +15,7 @@ from PIL import Image
 
 from coevolve.data.shapes import TAGS, render, sample_example
 from coevolve.eval import ShapesEvalConfig, evaluate_shapes
-from coevolve.eval.shapes import _trajectory_figures, _trajectory_row
+from coevolve.eval.shapes import _trajectory_figures, _trajectory_row, _verdict_accuracy
 from coevolve.model.introspection import YES_VERDICT, reflection_text, verdict_text
 from coevolve.trajectory import Segment, Trajectory
 from coevolve.utils.fs import OutputExistsError
@@ -176,6 +176,18 @@ def test_format_and_figures_of_a_corrected_trajectory():
     assert own["p_yes"]["accuracy"] == 0.5  # p_yes = 0.25 for both: right only on the wrong image
     assert own["verifier_positive"] == own["verifier_negative"] == 1
     assert own["text"]["per_category"]["colors"]["n"] == 2 and own["text"]["per_category"]["position"]["n"] == 0
+    assert own["text"]["balanced_accuracy"] == 1.0 and own["p_yes"]["balanced_accuracy"] == 0.5
+
+
+def test_balanced_verdict_accuracy_exposes_a_judge_that_always_says_no():
+    truth = [True] * 3 + [False] * 7
+    always_no = [not ok for ok in truth]  # right exactly on the 7 images the verifier rejects
+    figures = _verdict_accuracy(always_no, truth, ["colors"] * 10)
+    assert figures["accuracy"] == 0.7 and figures["balanced_accuracy"] == 0.5
+    # Right on 2 of 3 accepted and 6 of 7 rejected images: (2/3 + 6/7) / 2.
+    mixed = [True, True, False] + [True] * 6 + [False]
+    assert _verdict_accuracy(mixed, truth, ["colors"] * 10)["balanced_accuracy"] == pytest.approx((2 / 3 + 6 / 7) / 2)
+    assert _verdict_accuracy([True, False], [True, True], ["colors"] * 2)["balanced_accuracy"] is None  # one class only
 
 
 @pytest.mark.slow
