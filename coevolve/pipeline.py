@@ -157,7 +157,9 @@ def summary_table(report: dict[str, dict]) -> str:
     width = max(len(label) for label, _ in rows) + 2
     lines = ["metric".ljust(width) + "".join(f"{name:>9}" for name in names)]
     for label, get in rows:
-        lines.append(label.ljust(width) + "".join(f"{100 * get(report[name]):8.1f}%" for name in names))
+        # None: undefined, e.g. a balanced accuracy when the verifier accepted none of the images.
+        values = [get(report[name]) for name in names]
+        lines.append(label.ljust(width) + "".join("      n/a" if v is None else f"{100 * v:8.1f}%" for v in values))
     lines.append(
         "reconstruction".ljust(width)
         + "".join(f"{report[name]['reconstruction']['mean_similarity']:9.3f}" for name in names)

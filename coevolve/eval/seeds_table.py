@@ -66,14 +66,21 @@ def table(records: list[dict]) -> tuple[str, dict]:
     values = {}
     for label, get in METRICS:
         per = {name: [get(record["eval"][name]) for record in records] for name in CHECKPOINTS}
-        per["rl - sft"] = [rl - sft for rl, sft in zip(per["rl"], per["sft"])]
+        per["rl - sft"] = [None if None in (rl, sft) else rl - sft for rl, sft in zip(per["rl"], per["sft"])]
         values[label] = per
         scale, fmt = (100, "{:.1f}") if percent(label) else (1, "{:.3f}")
         cells = []
         for name in (*CHECKPOINTS, "rl - sft"):
-            mean, std = _spread(per[name])
+            # None: undefined for that seed (a balanced accuracy when the verifier accepted none of
+            # the checkpoint's images); the cell then says over how many seeds it is taken.
+            defined = [value for value in per[name] if value is not None]
+            if not defined:
+                cells.append("n/a")
+                continue
+            mean, std = _spread(defined)
             sign = "+" if name == "rl - sft" and mean > 0 else ""
-            cells.append(f"{sign}{fmt.format(scale * mean)} ± {fmt.format(scale * std)}")
+            note = "" if len(defined) == len(records) else f" ({len(defined)} seed{'s' if len(defined) > 1 else ''})"
+            cells.append(f"{sign}{fmt.format(scale * mean)} ± {fmt.format(scale * std)}{note}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", "| stage | wall time, min (per seed) |", "| --- | --- |"]
     times = {}

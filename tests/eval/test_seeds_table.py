@@ -7,13 +7,13 @@ import pytest
 from coevolve.eval.seeds_table import TAGS, load, table
 
 
-def _figures(first: float, own: float, reconstruction: float) -> dict:
+def _figures(first: float, own: float, reconstruction: float, balanced: float | None = 0.5) -> dict:
     per_category = {tag: {"accuracy": first if tag == "colors" else 0.0} for tag in TAGS}
     return {
         "image_accuracy": {"accuracy": first, "per_category": per_category},
         "final_image_accuracy": {"accuracy": first},
         "verdict_accuracy_own": {
-            "p_yes": {"accuracy": own, "balanced_accuracy": 0.5},
+            "p_yes": {"accuracy": own, "balanced_accuracy": balanced},
             "text": {"accuracy": own, "balanced_accuracy": own},
         },
         "verdict_accuracy_heldout": {"p_yes": {"accuracy": 0.5}},
@@ -28,7 +28,7 @@ def _record(seed: int, sft_first: float, rl_first: float, rl_seconds: float) -> 
         "seed": seed,
         "stages": {"sft": {"seconds": 540.0}, "rl": {"seconds": rl_seconds, "resumed": seed == 2}},
         "eval": {
-            "tiny": _figures(0.0, 0.5, 0.1),
+            "tiny": _figures(0.0, 0.5, 0.1, balanced=None if seed < 2 else 0.5),  # all its images wrong
             "sft": _figures(sft_first, 0.4, 0.15),
             "rl": _figures(rl_first, 0.6, 0.2),
         },
@@ -49,7 +49,7 @@ def test_table_gives_mean_std_and_the_paired_difference():
     assert _row(markdown, "… colors") == ["0.0 ± 0.0", "35.0 ± 5.0", "45.0 ± 5.0", "+10.0 ± 5.0"]
     assert _row(markdown, "… position") == ["0.0 ± 0.0"] * 3 + ["0.0 ± 0.0"]
     assert _row(markdown, "own verdicts vs verifier, P(yes) > 0.5")[3] == "+20.0 ± 0.0"
-    assert _row(markdown, "own verdicts, P(yes), balanced") == ["50.0 ± 0.0"] * 3 + ["0.0 ± 0.0"]
+    assert _row(markdown, "own verdicts, P(yes), balanced") == ["50.0 ± 0.0 (1 seed)"] + ["50.0 ± 0.0"] * 2 + ["0.0 ± 0.0"]
     assert _row(markdown, "reconstruction score") == ["0.100 ± 0.000", "0.150 ± 0.000", "0.200 ± 0.000", "+0.050 ± 0.000"]
     assert values["metrics"]["image accuracy, first image"]["rl - sft"] == pytest.approx([0.10, 0.05, 0.15])
     assert _row(markdown, "rl") == ["10.0 / 11.0 / 12.0 (resumed)"]
