@@ -72,8 +72,10 @@ def test_understanding_path_runs_on_processor_inputs(tiny_model):
 
 
 def test_vq_round_trip_keeps_scenes(tiny_model):
+    # 300 renders: the round trip keeps 97.5-97.9% of scenes (`coevolve bench vq`, 1,000), so with
+    # 60 a correct VQ fell under 95% by chance (56/60 on one machine's build of the same seed).
     model, processor = tiny_model
-    examples = [sample_example(1000 + i, tag) for i, tag in enumerate(["single_object", "two_object", "counting", "colors", "position", "color_attr"] * 10)]
+    examples = [sample_example(1000 + i, tag) for i, tag in enumerate(["single_object", "two_object", "counting", "colors", "position", "color_attr"] * 50)]
     images = decode_images(model, processor, encode_images(model, processor, [e.render() for e in examples]))
     accepted = sum(verify(im, e.metadata).correct for im, e in zip(images, examples))
     assert accepted / len(examples) >= 0.95, f"only {accepted}/{len(examples)} renders survive VQ encode->decode"

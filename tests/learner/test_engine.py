@@ -81,6 +81,12 @@ def _max_diff(a: dict, b: dict) -> float:
     return max((a[k].double() - b[k].double()).abs().max().item() for k in a)
 
 
+def _update_distance(a: dict, b: dict, initial: dict) -> float:
+    """||a - b|| / ||b - initial|| over all tensors: how far two updates from `initial` differ."""
+    squared = lambda x, y: sum(((x[k].double() - y[k].double()) ** 2).sum().item() for k in x)  # noqa: E731
+    return (squared(a, b) / squared(b, initial)) ** 0.5
+
+
 @pytest.mark.parametrize("lora", [None, LoraConfig(r=4, alpha=8)], ids=["full", "lora"])
 def test_engines_agree_on_losses_and_steps(original, tiny_adapter, lora):
     # Step 1 looks at an image (the vision encoder gets gradients), step 2 does not (it gets none,
@@ -108,8 +114,16 @@ def test_engines_agree_on_losses_and_steps(original, tiny_adapter, lora):
             assert info["grad_norm"] == pytest.approx(plain_info["grad_norm"], rel=1e-5), kind
             assert info["learning_rate"] == plain_info["learning_rate"] == 1e-3
         diff = _max_diff(policy, plain_policy)
-        print(f"{kind} {'lora' if lora else 'full'}: policy max |diff| to plain after 2 steps {diff:.2e}")
-        assert diff < 2e-5, kind
+        relative = _update_distance(policy, plain_policy, initial)
+        print(f"{kind} {'lora' if lora else 'full'}: after 2 steps, max |diff| to plain {diff:.2e}, "
+              f"relative distance of the updates {relative:.2e}")  # fmt: skip
+        # The updates agree as a whole to float noise: a wrong learning rate, weight decay or
+        # clipping would differ by 1e-2 or more. Single elements can differ more — Adam divides by
+        # sqrt(v), so where two steps' gradients nearly cancel it magnifies summation-order noise
+        # (ZeRO-3 vs plain: 3.7e-5 on one CPU, 6% of that element's update, 2.6e-5 in norm) —
+        # but stay under a tenth of one step's size (the learning rate).
+        assert relative < 1e-4, kind
+        assert diff < 0.1 * OPTIM.learning_rate, kind
         if kind == "zero0":
             assert diff == 0  # the same torch AdamW and clipping on the same gradients
         if lora is not None:  # only the adapted projections moved
