@@ -28,6 +28,8 @@ METRICS = (
     "eval/verdict_accuracy_heldout/p_yes",
     "eval/verdict_accuracy_heldout/text",
     "eval/caption_accuracy",
+    "eval/caption_objects",
+    "eval/caption_shapes",
     "eval/reconstruction",
     "eval/format_rate",
 )

@@ -151,6 +151,9 @@ def summary_table(report: dict[str, dict]) -> str:
         ("own verdicts, P(yes), balanced", lambda f: f["verdict_accuracy_own"]["p_yes"]["balanced_accuracy"]),
         ("held-out verdicts, P(yes)", lambda f: f["verdict_accuracy_heldout"]["p_yes"]["accuracy"]),
         ("caption accuracy", lambda f: f["caption_accuracy"]["accuracy"]),
+        # .get: records written before these figures existed show n/a
+        ("captions naming the objects", lambda f: f.get("caption_objects", {}).get("accuracy")),
+        ("captions naming the shapes", lambda f: f.get("caption_shapes", {}).get("accuracy")),
         ("format rate", lambda f: f["format_rate"]["rate"]),
     ]
     names = list(report)

@@ -33,6 +33,9 @@ METRICS = (
     ("own verdicts, verdict text, balanced", lambda f: f["verdict_accuracy_own"]["text"]["balanced_accuracy"]),
     ("held-out verdicts, P(yes) > 0.5", lambda f: f["verdict_accuracy_heldout"]["p_yes"]["accuracy"]),
     ("caption accuracy", lambda f: f["caption_accuracy"]["accuracy"]),
+    # .get: records written before these figures existed show n/a
+    ("captions naming the objects", lambda f: f.get("caption_objects", {}).get("accuracy")),
+    ("captions naming the shapes", lambda f: f.get("caption_shapes", {}).get("accuracy")),
     ("full introspective format", lambda f: f["format_rate"]["rate"]),
     ("reconstruction score", lambda f: f["reconstruction"]["mean_similarity"]),
 )

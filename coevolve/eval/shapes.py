@@ -9,7 +9,9 @@ give the same figures:
   per GenEval category: first- and final-image accuracy, format rate, and the accuracy of the
   model's own verdicts (sampled text and P(yes) > 0.5) on its own first images;
 - the self-check on held-out ground-truth renders, half of which violate their prompt;
-- captions of ground-truth renders, parsed back (`parse_caption`) and verified on the render, and
+- captions of ground-truth renders, parsed back (`parse_caption`) and verified on the render
+  (`caption_accuracy`: every claim, positions included), whether they name the scene's objects
+  (`caption_objects`: colour, shape and count of each; `caption_shapes`: shapes and counts), and
   each render redrawn from its caption: UAE's reconstruction score (`shapes` similarity, 0..1).
 
 Example sets: prompts are `sample_example(derive_seed(seed, i), tag)`; held-out renders
@@ -25,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +36,7 @@ import torch
 from PIL import Image
 
 from coevolve.data.shapes import TAGS, Example, as_verifiable, balanced_examples, derive_seed, sample_example, verify
-from coevolve.data.shapes.describe import parse_caption
+from coevolve.data.shapes.describe import caption_objects, parse_caption, scene_objects
 from coevolve.model.adapter import JanusAdapter
 from coevolve.model.guidance import Guidance
 from coevolve.model.introspection import is_plan, parse_reflection, parse_verdict
@@ -313,13 +316,20 @@ def _captions(adapter: JanusAdapter, config: ShapesEvalConfig, guidance: Guidanc
         sample_example(derive_seed(config.seed + 2, i), TAGS[i % len(TAGS)]) for i in range(config.num_caption_images)
     ]
     if not examples:
-        return {"caption_accuracy": {**_accuracy([], []), "parsed": _rate([])}, "reconstruction": None}
+        return {
+            "caption_accuracy": {**_accuracy([], []), "parsed": _rate([])},
+            "caption_objects": _named([], [], [], lambda objects: objects),
+            "caption_shapes": _named([], [], [], _shapes),
+            "reconstruction": None,
+        }
     images = [example.render() for example in examples]
     texts = _sample_replies(
         adapter, [adapter.caption_context(image) for image in images], config.max_caption_tokens, config, generator
     )
     parsed = [parse_caption(text) for text in texts]
     correct = [metadata is not None and verify(image, metadata).correct for metadata, image in zip(parsed, images)]
+    named = [caption_objects(text) for text in texts]
+    shown = [scene_objects(example.scene) for example in examples]
     redrawn: list[Image.Image] = []
     for batch in _batches([adapter.image_prompt(text.strip()) for text in texts], config.batch_size):
         drawn = adapter.sample_images(batch, guidance=guidance, sampling=config.sampling, generator=generator)
@@ -328,6 +338,8 @@ def _captions(adapter: JanusAdapter, config: ShapesEvalConfig, guidance: Guidanc
     tags = [example.tag for example in examples]
     return {
         "caption_accuracy": {**_accuracy(correct, tags), "parsed": _rate([m is not None for m in parsed])},
+        "caption_objects": _named(named, shown, tags, lambda objects: objects),
+        "caption_shapes": _named(named, shown, tags, _shapes),
         "reconstruction": {
             "n": len(similarity),
             "mean_similarity": sum(similarity) / len(similarity),
@@ -336,6 +348,24 @@ def _captions(adapter: JanusAdapter, config: ShapesEvalConfig, guidance: Guidanc
             },
         },
     }
+
+
+def _shapes(objects: Counter) -> Counter:
+    shapes: Counter = Counter()
+    for (_, shape), n in objects.items():
+        shapes[shape] += n
+    return shapes
+
+
+def _named(named: list[Counter | None], shown: list[Counter], tags: list[str], view) -> dict:
+    """`_accuracy` of captions that name exactly the scene's objects as `view` sees them (with
+    their counts; positions aside), plus `best_constant`: what the best caption that ignores the
+    image would score on these scenes (the share of the most common scene), the level a blind
+    captioner reaches."""
+    truth = [view(objects) for objects in shown]
+    correct = [said is not None and view(said) == seen for said, seen in zip(named, truth)]
+    common = Counter(tuple(sorted(seen.items())) for seen in truth).most_common(1)
+    return {**_accuracy(correct, tags), "best_constant": common[0][1] / len(truth) if common else None}
 
 
 def _grid(images: list[Image.Image], columns: int = GRID_COLUMNS, rows: int = GRID_ROWS) -> Image.Image:

@@ -59,7 +59,7 @@ from coevolve.utils.metrics_log import MetricsLog, check_wandb
 from rewards.base import resolve_scorer_spec
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-EVAL_HEADLINE = ("image_accuracy", "final_image_accuracy", "caption_accuracy")
+EVAL_HEADLINE = ("image_accuracy", "final_image_accuracy", "caption_accuracy", "caption_objects", "caption_shapes")
 
 
 def check_janus_checkpoint(path: Path, key: str) -> None:

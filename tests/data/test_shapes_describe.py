@@ -2,7 +2,7 @@
 
 import pytest
 
-from coevolve.data.shapes.describe import caption, parse_caption
+from coevolve.data.shapes.describe import caption, caption_objects, parse_caption, scene_objects
 from coevolve.data.shapes.metadata import TAGS, validate_metadata
 from coevolve.data.shapes.prompts import balanced_examples
 from coevolve.data.shapes.scene import Scene, ShapeObject, render
@@ -87,3 +87,15 @@ def test_text_outside_the_grammar_is_none(text):
 
 def test_whitespace_and_a_final_full_stop_are_ignored():
     assert parse_caption(" a red circle.\n") == parse_caption("a red circle")
+
+
+def test_caption_objects_are_the_scene_objects_for_every_caption(examples):
+    for example in examples:
+        assert caption_objects(caption(example.scene)) == scene_objects(example.scene), example.caption
+
+
+def test_caption_objects_groups_counts_and_rejects_what_parse_caption_rejects():
+    assert caption_objects("two red circles and a blue square.") == {("red", "circle"): 2, ("blue", "square"): 1}
+    assert caption_objects("a red circle to the left of a blue square") == {("red", "circle"): 1, ("blue", "square"): 1}
+    assert caption_objects("a red circle and a red circle") is None
+    assert caption_objects("Plan: a red circle in the centre.") is None

@@ -14,8 +14,10 @@ import pytest
 from PIL import Image
 
 from coevolve.data.shapes import TAGS, render, sample_example
+from coevolve.data.shapes.describe import caption
 from coevolve.eval import ShapesEvalConfig, evaluate_shapes
-from coevolve.eval.shapes import _trajectory_figures, _trajectory_row, _verdict_accuracy
+from coevolve.data.shapes.describe import caption_objects, scene_objects
+from coevolve.eval.shapes import _named, _shapes, _trajectory_figures, _trajectory_row, _verdict_accuracy
 from coevolve.model.introspection import YES_VERDICT, reflection_text, verdict_text
 from coevolve.trajectory import Segment, Trajectory
 from coevolve.utils.fs import OutputExistsError
@@ -58,12 +60,12 @@ def test_figures_structure_ranges_and_counts(runs):
     figures = runs[0][0]
     assert set(figures) == {
         "image_accuracy", "final_image_accuracy", "format_rate", "verdict_accuracy_own",
-        "verdict_accuracy_heldout", "caption_accuracy", "reconstruction", "config", "unconditional", "counts",
-        "seconds",
+        "verdict_accuracy_heldout", "caption_accuracy", "caption_objects", "caption_shapes", "reconstruction",
+        "config", "unconditional", "counts", "seconds",
     }  # fmt: skip
     assert figures["config"] == dataclasses.asdict(TINY) and figures["unconditional"] == "pad"
     found = dict(_accuracies(figures))
-    assert len(found) == 7 * (1 + len(TAGS))  # 7 accuracies, each overall and per category
+    assert len(found) == 9 * (1 + len(TAGS))  # 9 accuracies, each overall and per category
     for path, summary in found.items():
         assert 0 <= summary["correct"] <= summary["n"], path
         assert summary["accuracy"] is None if summary["n"] == 0 else 0 <= summary["accuracy"] <= 1, path
@@ -74,6 +76,8 @@ def test_figures_structure_ranges_and_counts(runs):
     heldout = figures["verdict_accuracy_heldout"]
     assert heldout["p_yes"]["n"] == heldout["text"]["n"] == 6 and heldout["positives"] == heldout["negatives"] == 3
     assert figures["caption_accuracy"]["n"] == 3 and 0 <= figures["caption_accuracy"]["parsed"] <= 1
+    for name in ("caption_objects", "caption_shapes"):
+        assert figures[name]["n"] == 3 and 1 / 3 <= figures[name]["best_constant"] <= 1
     reconstruction = figures["reconstruction"]
     assert reconstruction["n"] == 3 and 0 <= reconstruction["mean_similarity"] <= 1
     assert all(0 <= value <= 1 for value in reconstruction["per_category"].values())
@@ -198,3 +202,20 @@ def test_trajectories_do_not_depend_on_the_batch_size(tiny_adapter, runs):
                                                                   num_caption_images=0))  # fmt: skip
     for key in ("image_accuracy", "final_image_accuracy", "format_rate", "verdict_accuracy_own"):
         assert one_batch[key] == first[key], key
+
+
+def test_captions_naming_the_objects_are_counted_against_a_blind_captioner():
+    scenes = [sample_example(seed, tag).scene for seed, tag in ((1, "counting"), (2, "two_object"), (3, "colors"))]
+    shown = [scene_objects(scene) for scene in scenes]
+    right = [" " + caption(scene) for scene in scenes]
+    recoloured = right[0].replace(scenes[0].objects[0].color, "purple" if scenes[0].objects[0].color != "purple" else "red")
+    said = [caption_objects(recoloured), caption_objects(right[1]), caption_objects("word salad")]
+    tags = ["counting", "two_object", "colors"]
+    objects = _named(said, shown, tags, lambda o: o)
+    shapes = _named(said, shown, tags, _shapes)
+    # The wrong colour fails the objects but not the shapes; an unparsable caption fails both.
+    assert (objects["correct"], shapes["correct"]) == (1, 2)
+    assert objects["per_category"]["two_object"]["accuracy"] == 1.0 and objects["per_category"]["counting"]["correct"] == 0
+    # Three different scenes: a caption that ignores the image names at most one of them.
+    assert objects["best_constant"] == shapes["best_constant"] == pytest.approx(1 / 3)
+    assert _named([said[1]] * 2, [shown[1]] * 2, tags[:2], _shapes)["best_constant"] == 1.0

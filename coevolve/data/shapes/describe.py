@@ -25,6 +25,7 @@ objects of different classes in a relation, the relation follows:
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 from .metadata import NUMBERS, make_plural, validate_metadata, with_article
 from .relations import dominant_relation
@@ -145,6 +146,31 @@ def parse_caption(text: str) -> dict | None:
     of one class is not checked. Neither occurs in the world's examples. ``"an empty scene"``
     returns None: GenEval metadata needs at least one include clause.
     """
+    parsed = _parse_groups(text)
+    if parsed is None:
+        return None
+    text, groups, relation = parsed
+    return validate_metadata(_caption_metadata(text, groups, relation))
+
+
+def caption_objects(text: str) -> Counter | None:
+    """The objects a caption names, as counts of `(colour, shape)`; None when ``text`` is not a
+    caption (as in `parse_caption`). "two red circles and a blue square" ->
+    ``{("red", "circle"): 2, ("blue", "square"): 1}``."""
+    parsed = _parse_groups(text)
+    if parsed is None:
+        return None
+    return Counter({(color, shape): n for color, shape, n in parsed[1]})
+
+
+def scene_objects(scene: Scene) -> Counter:
+    """The objects of a scene as counts of `(colour, shape)`, comparable with `caption_objects`."""
+    return Counter((obj.color, obj.shape) for obj in scene.objects)
+
+
+def _parse_groups(text: str) -> tuple[str, list[tuple[str, str, int]], str | None] | None:
+    """(the caption without its final ".", its groups, its relation or None), or None when
+    ``text`` is not in the grammar."""
     text = text.strip()
     text = text.removesuffix(".")
     relation = None
@@ -160,7 +186,7 @@ def parse_caption(text: str) -> dict | None:
         return None  # not in the grammar, or identical objects not grouped as `caption` groups them
     if relation is not None and any(n != 1 for _, _, n in groups):
         return None  # the grammar relates exactly two single objects
-    return validate_metadata(_caption_metadata(text, groups, relation))
+    return text, groups, relation
 
 
 def _caption_metadata(text: str, groups: list[tuple[str, str, int]], relation: str | None) -> dict:
