@@ -115,6 +115,10 @@ def model_flops(model, spec, sequences: list[tuple], guidance: Guidance) -> dict
     }
 
 
+def _significant(value: float, digits: int = 4) -> float:
+    return float(f"{value:.{digits}g}")
+
+
 def learner_report(
     device: str = "cpu",
     shape: str | None = None,
@@ -190,10 +194,12 @@ def learner_report(
         "model_flops_per_step": figures["flops"],
         "model_flops_by_part": figures["flops_by_part"],
         "counted_flops_per_step": int(counter.get_total_flops()),
-        "achieved_tflops": round(achieved / 1e12, 4),
+        # Significant figures, not decimals: on CPU a step reaches a few GFLOP/s, which four
+        # decimals of TFLOP/s would cut to one or two digits.
+        "achieved_tflops": _significant(achieved / 1e12),
         "peak_tflops": peak_value,
         "peak_source": peak_source,
-        "mfu": None if peak_value is None else round(achieved / (peak_value * 1e12), 4),
+        "mfu": None if peak_value is None else _significant(achieved / (peak_value * 1e12)),
     }
     if cuda:
         report["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(torch.device(device)) / 2**30, 2)
