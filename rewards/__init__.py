@@ -3,7 +3,7 @@
 - `base`: the `Scorer` interface, `ScoreBatch`, `ScorerError`, the registry and `build_scorer`;
 - built-in scorers: `shapes_verifier`, `yes_no_judge` (`judge`), `self_consistency`
   (`consistency`), `reconstruction` (with the image similarities of `similarity`), `clip_score`
-  (`clip`), `introspective_format` (`format`);
+  (`clip`), `introspective_format` and `shapes_caption_format` (`format`);
 - `config` + `terms`: reward terms (scorer, weight, trained segments, failure policy) and
   `RewardTerms`, which turns a batch of `coevolve.trajectory.Trajectory` into `Rewards`;
 - `advantages`: the group baselines and scales (`normalize`: grpo, dr_grpo, rloo ×
@@ -19,7 +19,7 @@ from rewards.base import FINAL, SCORERS, Resources, ScoreBatch, Scorer, ScorerEr
 from rewards.clip import ClipScore
 from rewards.config import RewardCheckConfig, RewardConfig, TermConfig
 from rewards.consistency import SelfConsistency
-from rewards.format import IntrospectiveFormat
+from rewards.format import IntrospectiveFormat, ShapesCaptionFormat
 from rewards.judge import YesNoJudge
 from rewards.reconstruction import Reconstruction
 from rewards.shapes_verifier import ShapesVerifier
@@ -34,6 +34,7 @@ __all__ = [
     "ClipScore",
     "ImageSimilarity",
     "IntrospectiveFormat",
+    "ShapesCaptionFormat",
     "Reconstruction",
     "Resources",
     "RewardCheckConfig",

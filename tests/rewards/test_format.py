@@ -1,4 +1,5 @@
-"""`introspective_format`: the share of plan, verdict and reflection segments in format."""
+"""`introspective_format`: the share of plan, verdict and reflection segments in format;
+`shapes_caption_format`: a caption in the shapes world's grammar."""
 
 from __future__ import annotations
 
@@ -46,3 +47,24 @@ def test_a_trajectory_without_introspective_text_is_an_error_naming_it():
                               segments=[Segment("caption", "text", text="a red circle")])  # fmt: skip
     with pytest.raises(ValueError, match=r"'r/1' has no plan, verdict or reflection"):
         scorer.score([caption_only])
+
+
+def _reconstruction(caption: str, i: int = 0) -> Trajectory:
+    return Trajectory(id=f"r/{i}", group="r", prompt="", program="reconstruction",
+                      segments=[Segment("caption", "text", text=caption), Segment("image", "image", image=IMAGE)])  # fmt: skip
+
+
+def test_shapes_caption_format_accepts_the_grammar_only():
+    scorer = build_scorer({"name": "shapes_caption_format"}, "test")
+    captions = [" a red circle", " two green crosses and a blue square.", " a red circle above a red circle",
+                " Plan: circle above to the right of the mistake.", " ,,,, and a red"]  # fmt: skip
+    batch = scorer.score([_reconstruction(c, i) for i, c in enumerate(captions)])
+    # The third repeats one kind of object where the grammar groups it ("two red circles").
+    assert batch.scores == [1.0, 1.0, 0.0, 0.0, 0.0]
+    assert batch.details[0] == {"parsed": True} and batch.details[3] == {"parsed": False}
+
+
+def test_shapes_caption_format_names_a_trajectory_without_a_caption():
+    scorer = build_scorer({"name": "shapes_caption_format"}, "test")
+    with pytest.raises(ValueError, match=r"'p/0' has 0 caption segments"):
+        scorer.score([trajectory(plan=" Plan: a red circle.", verdict=YES_VERDICT)])
