@@ -31,7 +31,9 @@ def _figures(first: float, heldout: float, reconstruction: float, balanced: floa
 
 
 def test_summary_table_lists_each_checkpoint_in_its_column():
-    table = summary_table({"tiny": _figures(0.0, 0.5, 0.1, balanced=None), "sft": _figures(0.125, 0.8, 0.2)}).splitlines()
+    sft = {**_figures(0.125, 0.8, 0.2), "caption_objects": {"accuracy": 0.25}, "caption_shapes": {"accuracy": 0.5}}
+    # tiny: figures written before captions naming the objects were measured
+    table = summary_table({"tiny": _figures(0.0, 0.5, 0.1, balanced=None), "sft": sft}).splitlines()
     assert table[0].split() == ["metric", "tiny", "sft"]
     rows = {line[:30].strip(): line[30:].split() for line in table[1:]}
     assert rows["image accuracy (first image)"] == ["0.0%", "12.5%"]
@@ -39,7 +41,9 @@ def test_summary_table_lists_each_checkpoint_in_its_column():
     assert rows["held-out verdicts, P(yes)"] == ["50.0%", "80.0%"]
     assert rows["reconstruction"] == ["0.100", "0.200"]
     assert rows["own verdicts, P(yes), balanced"] == ["n/a", "50.0%"]  # tiny: no image accepted
-    assert len(table) == 1 + 1 + len(TAGS) + 6 + 1
+    assert rows["captions naming the objects"] == ["n/a", "25.0%"]
+    assert rows["captions naming the shapes"] == ["n/a", "50.0%"]
+    assert len(table) == 1 + 1 + len(TAGS) + 8 + 1
 
 
 def _short_pipeline(run_dir: Path, tiny_checkpoint: Path, rl_overrides) -> list[str]:
