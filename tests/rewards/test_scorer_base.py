@@ -29,6 +29,7 @@ class NotAScorer:
 def test_builtins_are_registered_by_name():
     assert set(SCORERS) == {
         "shapes_verifier", "yes_no_judge", "self_consistency", "reconstruction", "clip_score", "introspective_format",
+        "shapes_caption_format",
     }  # fmt: skip
     scorer = build_scorer({"name": "shapes_verifier", "graded": True})
     assert isinstance(scorer, ShapesVerifier) and scorer.graded
