@@ -318,8 +318,7 @@ def _captions(adapter: JanusAdapter, config: ShapesEvalConfig, guidance: Guidanc
     if not examples:
         return {
             "caption_accuracy": {**_accuracy([], []), "parsed": _rate([])},
-            "caption_objects": _named([], [], [], lambda objects: objects),
-            "caption_shapes": _named([], [], [], _shapes),
+            **_naming([], [], []),
             "reconstruction": None,
         }
     images = [example.render() for example in examples]
@@ -338,8 +337,7 @@ def _captions(adapter: JanusAdapter, config: ShapesEvalConfig, guidance: Guidanc
     tags = [example.tag for example in examples]
     return {
         "caption_accuracy": {**_accuracy(correct, tags), "parsed": _rate([m is not None for m in parsed])},
-        "caption_objects": _named(named, shown, tags, lambda objects: objects),
-        "caption_shapes": _named(named, shown, tags, _shapes),
+        **_naming(named, shown, tags),
         "reconstruction": {
             "n": len(similarity),
             "mean_similarity": sum(similarity) / len(similarity),
@@ -355,6 +353,12 @@ def _shapes(objects: Counter) -> Counter:
     for (_, shape), n in objects.items():
         shapes[shape] += n
     return shapes
+
+
+def _naming(named: list[Counter | None], shown: list[Counter], tags: list[str]) -> dict:
+    """`caption_objects` (colour, shape and count of each object) and `caption_shapes` (shapes and counts)."""
+    return {"caption_objects": _named(named, shown, tags, lambda objects: objects),
+            "caption_shapes": _named(named, shown, tags, _shapes)}  # fmt: skip
 
 
 def _named(named: list[Counter | None], shown: list[Counter], tags: list[str], view) -> dict:
