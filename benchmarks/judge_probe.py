@@ -20,6 +20,7 @@ import torch
 
 from coevolve.data.shapes import TAGS, derive_seed, sample_example
 from coevolve.model import JanusAdapter
+from coevolve.model.introspection import CAPTION_QUESTION, JUDGE_QUESTION
 from coevolve.model.packing import pack, trunk
 
 TRAIN_SEED, HELDOUT_SEED = 1, 999
@@ -34,6 +35,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--heldout", type=int, default=120)
     parser.add_argument("--every", type=int, default=50)
+    parser.add_argument("--describe", action="store_true",
+                        help="the image's true caption precedes the question (describe, then judge)")
     args = parser.parse_args()
     phases = [(args.tag, args.steps)]
     if ">" in args.tag:
@@ -51,12 +54,22 @@ def main() -> None:
     def category(tag: str, index: int) -> str:
         return TAGS[index // 2 % len(TAGS)] if tag == "all" else tag  # pairs: one true, one violating
 
+    def context(example):
+        if not args.describe:
+            return adapter.judge_context(example.render(), example.prompt)
+        return adapter.chat([
+            {"role": "user", "content": [{"type": "image", "image": example.render()},
+                                         {"type": "text", "text": CAPTION_QUESTION}]},
+            {"role": "assistant", "content": [{"type": "text", "text": " " + example.caption}]},
+            {"role": "user", "content": [{"type": "text", "text": JUDGE_QUESTION.format(prompt=example.prompt)}]},
+        ])
+
     def pairs(tag: str, seed: int, n: int, start: int):
         examples = [
             sample_example(derive_seed(seed, start + i), category(tag, start + i), satisfies=bool((start + i) % 2))
             for i in range(n)
         ]
-        contexts = [adapter.judge_context(example.render(), example.prompt) for example in examples]
+        contexts = [context(example) for example in examples]
         return contexts, torch.tensor([0 if example.satisfies else 1 for example in examples]), examples
 
     yes, no = adapter.judge_choices(pairs("colors", TRAIN_SEED, 1, 0)[0][0])

@@ -11,6 +11,7 @@ import torch
 from transformers import JanusForConditionalGeneration, JanusProcessor
 
 from coevolve.bootstrap.tiny import MANIFEST, TinySpec, build_tiny_checkpoint
+from coevolve.bootstrap.vision import VisionTrainingConfig
 from coevolve.bootstrap.vq import VQTrainingConfig
 from coevolve.data.shapes import IMAGE_SIZE, sample_example, verify
 from coevolve.model.images import decode_images, encode_images
@@ -94,8 +95,8 @@ def _digest(directory: Path) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_same_seed_gives_identical_files(tmp_path):
-    # A short VQ schedule: determinism does not depend on how long it trains.
-    spec = TinySpec(vq=VQTrainingConfig(steps=12))
+    # Short schedules: determinism does not depend on how long they train.
+    spec = TinySpec(vq=VQTrainingConfig(steps=12), vision=VisionTrainingConfig(steps=4, pool_size=64, heldout_size=16))
     build_tiny_checkpoint(tmp_path / "a", seed=3, spec=spec)
     build_tiny_checkpoint(tmp_path / "b", seed=3, spec=spec)
     build_tiny_checkpoint(tmp_path / "c", seed=4, spec=spec)
@@ -110,5 +111,5 @@ def test_refuses_non_empty_output_dir(tmp_path):
     out.mkdir()
     (out / "keep.txt").write_text("user data")
     with pytest.raises(FileExistsError, match=r"ckpt exists and is not empty; pass --overwrite"):
-        build_tiny_checkpoint(out, seed=0, spec=TinySpec(vq=VQTrainingConfig(steps=2)))
+        build_tiny_checkpoint(out, seed=0, spec=TinySpec(vq=VQTrainingConfig(steps=2), vision=VisionTrainingConfig(steps=2, pool_size=8, heldout_size=8)))
     assert (out / "keep.txt").read_text() == "user data"
