@@ -28,7 +28,8 @@ VERDICT = "verdict"
 REFLECTION = "reflection"
 REGEN_IMAGE = "regen_image"
 CAPTION = "caption"
-SEGMENT_NAMES = (PLAN, IMAGE, VERDICT, REFLECTION, REGEN_IMAGE, CAPTION)
+DESCRIPTION = "description"  # a describing self-check's description of the image it judges
+SEGMENT_NAMES = (PLAN, IMAGE, VERDICT, REFLECTION, REGEN_IMAGE, CAPTION, DESCRIPTION)
 """The segment names the built-in programs write. Other names are allowed: a user's program may
 write its own segments and a user's reward term may train them."""
 

@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 
 from coevolve.model.introspection import JUDGE_QUESTION
+from coevolve.model.sampling import GREEDY
 from coevolve.trajectory import IMAGE, Trajectory
 from rewards.base import ScoreBatch, Scorer, check_segment_name, register_scorer, select_image
 
@@ -41,7 +42,9 @@ class _JanusJudge:
         self.question, self.answers = question, answers
 
     def p_yes(self, images: list[Image.Image], prompts: list[str]) -> torch.Tensor:
-        return self.adapter.judge(images, prompts, question=self.question, answers=self.answers).p_yes
+        # A describing checkpoint (`JanusAdapter.self_check`) describes greedily: a reward is a
+        # function of the image, not of a sampled description.
+        return self.adapter.judge(images, prompts, question=self.question, answers=self.answers, sampling=GREEDY).p_yes
 
 
 class _VLMJudge:

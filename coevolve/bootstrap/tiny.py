@@ -12,7 +12,8 @@ Parts:
 - understanding encoder (`JanusVisionModel`): pre-trained here on renders, in SigLIP's place
   (see `vision.py`);
 - trunk, aligners and heads: random (seeded, fan-in scaled where 0.02 stalls learning; see
-  `_fan_in_init`) — SFT teaches them.
+  `_fan_in_init`) — SFT teaches them;
+- `config.json` names the describing self-check (`self_check: describe`) that SFT teaches.
 """
 
 from __future__ import annotations
@@ -207,6 +208,8 @@ def build_tiny_checkpoint(out: str | Path, seed: int = 0, overwrite: bool = Fals
             _fan_in_init(model)
         vision_report = train_vision_encoder(model.model.vision_model, image_processor, spec.vision, seed=seed)
         model.generation_config = _generation_config(tokenizer)
+        # The self-check this checkpoint is taught (coevolve/model/adapter.py, `self_check_of`).
+        model.config.self_check = "describe"
         model.save_pretrained(staging)
 
         processor = JanusProcessor(

@@ -22,6 +22,7 @@ def _bootstrap(args: argparse.Namespace) -> int:
         "peak_rss_mib": _peak_rss_mib(),
         "num_parameters": manifest["num_parameters"],
         "vq_training": manifest["vq_training"],
+        "vision_training": manifest["vision_training"],
     }
     print(json.dumps(summary, indent=2))
     return 0

@@ -12,6 +12,8 @@ caption          str: a caption of ``image``                                 cap
 negative_image   image that does NOT match the prompt                        judge (negatives), regen
 negative_reason  str: what is wrong with ``negative_image``,                 judge (negatives), regen
                  e.g. "the circle is red, not blue"
+negative_caption str: a caption of ``negative_image``                       judge of a describing
+                                                                             checkpoint (with caption)
 tag              str: a free label for grouping (shapes: the GenEval         no task (optional)
                  category)
 ===============  ==========================================================  ========================
@@ -23,6 +25,7 @@ Rules, checked by ``load_records`` (each break is a ``RecordError`` naming file,
 - A field that is not required may be missing, null or ``""``: all three mean absent (None).
 - ``negative_image`` and ``negative_reason`` come together: a row has both or neither (requiring
   one requires the other).
+- ``negative_caption`` needs ``negative_image``.
 - Text fields are strings (a number is an error). Columns outside the table are ignored.
 
 An image is one of: a path (str), relative to the directory of the data file (or of the
@@ -55,8 +58,8 @@ from PIL import Image
 
 from coevolve.utils.fs import atomic_output_dir
 
-FIELDS = ("prompt", "image", "plan", "caption", "negative_image", "negative_reason")
-TEXT_FIELDS = ("prompt", "plan", "caption", "negative_reason", "tag")
+FIELDS = ("prompt", "image", "plan", "caption", "negative_image", "negative_reason", "negative_caption")
+TEXT_FIELDS = ("prompt", "plan", "caption", "negative_reason", "negative_caption", "tag")
 IMAGE_FIELDS = ("image", "negative_image")
 DATA_EXTENSIONS = (".jsonl", ".json", ".parquet")
 _SAVED_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")  # written by save_to_disk
@@ -83,6 +86,7 @@ class Record:
     caption: str | None = None
     negative_image: Image.Image | None = None
     negative_reason: str | None = None
+    negative_caption: str | None = None
     tag: str | None = None
 
     def __post_init__(self):
@@ -90,6 +94,8 @@ class Record:
             pair = ("negative_image", "negative_reason")
             given, lacking = pair if self.negative_reason is None else pair[::-1]
             raise RecordError(f"{self.where}: field {given!r} is set but {lacking!r} is not; they come together")
+        if self.negative_caption is not None and self.negative_image is None:
+            raise RecordError(f"{self.where}: field 'negative_caption' is set but 'negative_image' is not")
 
 
 def load_records(
@@ -126,8 +132,9 @@ def shapes_records(num_examples: int, seed: int) -> list[Record]:
     """The built-in shapes world as ``num_examples`` records with every field set.
 
     Record ``i`` has tag ``TAGS[i % len(TAGS)]`` and seed ``derive_seed(seed, i)``: its prompt,
-    image, plan and caption come from the satisfying example, its ``negative_image`` and
-    ``negative_reason`` from the violating example of the same seed (same prompt).
+    image, plan and caption come from the satisfying example, its ``negative_image``,
+    ``negative_reason`` and ``negative_caption`` from the violating example of the same seed
+    (same prompt).
     """
     from coevolve.data.shapes.metadata import TAGS
     from coevolve.data.shapes.prompts import derive_seed, sample_example
@@ -146,6 +153,7 @@ def shapes_records(num_examples: int, seed: int) -> list[Record]:
                 caption=good.caption,
                 negative_image=bad.render(),
                 negative_reason=bad.violation,
+                negative_caption=bad.caption,
                 tag=tag,
                 where=f"shapes row {i}",
             )

@@ -137,6 +137,7 @@ def evaluate_shapes(
         max_plan_tokens=config.max_plan_tokens,
         max_verdict_tokens=config.max_verdict_tokens,
         max_reflection_tokens=config.max_reflection_tokens,
+        max_caption_tokens=config.max_caption_tokens,
     )
     items = [RolloutItem(str(i), example.prompt) for i, example in enumerate(examples)]
     trajectories: list[Trajectory] = []
@@ -290,10 +291,17 @@ def _heldout_verdicts(adapter: JanusAdapter, config: ShapesEvalConfig, generator
     images = [example.render() for example in examples]
     prompts = [example.prompt for example in examples]
     p_yes: list[float] = []
+    descriptions: list = []  # a describing self-check's description of each render, else None
     for start in range(0, len(examples), config.batch_size):
         end = start + config.batch_size
-        p_yes += adapter.judge(images[start:end], prompts[start:end]).p_yes.tolist()
-    contexts = [adapter.judge_context(image, prompt) for image, prompt in zip(images, prompts)]
+        judgement = adapter.judge(
+            images[start:end], prompts[start:end], sampling=config.sampling, generator=generator,
+            max_description_tokens=config.max_caption_tokens,
+        )
+        p_yes += judgement.p_yes.tolist()
+        described = judgement.descriptions
+        descriptions += [None] * len(judgement.p_yes) if described is None else described.ids
+    contexts = [adapter.judge_context(*pair, description=d) for pair, d in zip(zip(images, prompts), descriptions)]
     verdicts = [
         parse_verdict(text) for text in _sample_replies(adapter, contexts, config.max_verdict_tokens, config, generator)
     ]

@@ -43,6 +43,25 @@ class Judgement:
     answer_ids: list[list[int]] | None = None  # its token ids (the first one drawn, any others forced)
     answer_logprobs: torch.Tensor | None = None  # (B,) log-prob of the drawn first token, constrained to the pair
     reasons: TextSample | None = None  # the reason sampled after each drawn answer
+    descriptions: TextSample | None = None  # with a describing self-check: each image's description
+
+
+SELF_CHECKS = ("direct", "describe")
+
+
+def self_check_of(config) -> str:
+    """The self-check format a checkpoint was trained in: its `config.json` key `self_check`.
+
+    "direct" (Janus-Pro-R1's, and the meaning of an absent key): the image, then the question.
+    "describe": the model first describes the image in a captioning turn, then answers the
+    question about the prompt in a second user turn (`introspection.py`). Measured on the shapes
+    world: a Yes/No judge trained on images directly stays at chance over all six categories, one
+    that reads its description first learns them (README, "Seventh round").
+    """
+    value = getattr(config, "self_check", "direct")
+    if value not in SELF_CHECKS:
+        raise ValueError(f"config.json: self_check must be one of {SELF_CHECKS}, got {value!r}")
+    return value
 
 
 class JanusAdapter:
@@ -51,6 +70,7 @@ class JanusAdapter:
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.spec = JanusSpec.of(model, processor)
+        self.self_check = self_check_of(model.config)
         # None: text is drawn by `sampler.sample_text`; else by this object's `sample_text` (same
         # arguments, validated prompts), e.g. `vllm_text.VLLMText` — `judge`'s reasons included.
         self.text_backend = None
@@ -130,9 +150,46 @@ class JanusAdapter:
             Text(verdict_ids),
         )
 
-    def judge_context(self, image: Image.Image, prompt: str, question: str = JUDGE_QUESTION) -> Sequence:
-        """The self-check turn: the image through the understanding path, then `question` about `prompt`."""
-        return self._image_question(image, question.format(prompt=prompt))
+    def judge_context(
+        self, image: Image.Image, prompt: str, question: str = JUDGE_QUESTION, description: torch.Tensor | None = None
+    ) -> Sequence:
+        """The self-check context the answer follows. Direct: the image through the understanding
+        path, then `question` about `prompt`. Describing (`self_check`): the captioning turn of the
+        image, its `description` (token ids, the EOS that closed the turn included), then
+        `question` in a second user turn."""
+        question = question.format(prompt=prompt)
+        if self.self_check == "direct":
+            if description is not None:
+                raise ValueError("this checkpoint's self-check is direct (config self_check): it takes no description")
+            return self._image_question(image, question)
+        if description is None:
+            raise ValueError(
+                "this checkpoint's self-check describes the image first (config self_check='describe'): "
+                "pass the description's token ids"
+            )
+        return (*self.caption_context(image), Text(torch.as_tensor(description)), self.user_turn(question))
+
+    def user_turn(self, text: str) -> Text:
+        """A further user turn in the chat template, ending in the assistant tag the reply follows."""
+        messages = [{"role": "user", "content": [{"type": "text", "text": text}]}]
+        rendered = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return self.text(rendered)
+
+    def describe(
+        self,
+        images: list[Image.Image],
+        max_new_tokens: int,
+        sampling: Sampling = DEFAULT_SAMPLING,
+        generator: torch.Generator | Generators | None = None,
+    ) -> TextSample:
+        """A description of each image: its captioning turn's reply, ending at EOS."""
+        return self.sample_text(
+            [self.caption_context(image) for image in images],
+            max_new_tokens=max_new_tokens,
+            sampling=sampling,
+            stop_ids=(self.spec.eos_id,),
+            generator=generator,
+        )
 
     def caption_context(self, image: Image.Image, question: str = CAPTION_QUESTION) -> Sequence:
         """The captioning turn: the image through the understanding path, then `question`."""
@@ -254,22 +311,31 @@ class JanusAdapter:
         sampling: Sampling = DEFAULT_SAMPLING,
         stop_ids: tuple[int, ...] = (),
         generator: torch.Generator | Generators | None = None,
+        max_description_tokens: int = 32,
     ) -> Judgement:
         """Ask, per (image, prompt), `question`; the first answer token is constrained to the
         first tokens of `answers`. With `reason`, an answer is drawn from that constrained
         distribution (under `sampling`) and the rest of the reply sampled after it, ending at EOS,
-        a `stop_ids` token or `max_reason_tokens`."""
+        a `stop_ids` token or `max_reason_tokens`. A describing checkpoint (`self_check`) first
+        samples each image's description (under `sampling`, at most `max_description_tokens`)."""
         if len(images) != len(prompts):
             raise ValueError(f"judge got {len(images)} images for {len(prompts)} prompts")
+        descriptions = None
+        if self.self_check == "describe":
+            descriptions = self.describe(images, max_description_tokens, sampling, generator)
         contexts = self._validated(
-            [self.judge_context(image, prompt, question) for image, prompt in zip(images, prompts)], "judge context"
+            [
+                self.judge_context(image, prompt, question, None if descriptions is None else descriptions.ids[i])
+                for i, (image, prompt) in enumerate(zip(images, prompts))
+            ],
+            "judge context",
         )
         yes_ids, no_ids = self._judge_answers(contexts[0], answers)
         hidden = trunk(self.model, pack(contexts, self.spec, "left")).last_hidden_state[:, -1]
         pair = self.model.lm_head(hidden)[:, [yes_ids[0], no_ids[0]]]  # (B, 2)
         p_yes = pair.float().softmax(-1)[:, 0].cpu()
         if not reason:
-            return Judgement(p_yes=p_yes)
+            return Judgement(p_yes=p_yes, descriptions=descriptions)
         drawn, drawn_logprobs = choose(pair, sampling, generator)
         replies = [yes_ids if int(d) == 0 else no_ids for d in drawn]
         reasons = self.sample_text(
@@ -285,6 +351,7 @@ class JanusAdapter:
             answer_ids=replies,
             answer_logprobs=drawn_logprobs.float().cpu(),
             reasons=reasons,
+            descriptions=descriptions,
         )
 
     # -- teacher-forced log-probs ------------------------------------------------------------

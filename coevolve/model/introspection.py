@@ -5,7 +5,11 @@ One trajectory (DESIGN.md section 1), as SFT teaches it and rollouts sample it:
 1. image turn: `<|User|>: {prompt}` → `<|Assistant|>: {plan}` + image (VQ codes);
 2. self-check, through the understanding path, in its own turn:
    `<|User|>: <image> {JUDGE_QUESTION}` → `<|Assistant|>: {verdict}<eos>`, where the verdict is
-   `YES_VERDICT` or `NO_VERDICT` with a reason naming what is wrong;
+   `YES_VERDICT` or `NO_VERDICT` with a reason naming what is wrong. A checkpoint whose config
+   says `self_check: describe` (the tiny one) first describes the image, then answers:
+   `<|User|>: <image> {CAPTION_QUESTION}` → `<|Assistant|>: {description}<eos>`
+   `<|User|>: {JUDGE_QUESTION}` → `<|Assistant|>: {verdict}<eos>` — the comparison with the
+   prompt is then made against its own words (`JanusAdapter.judge_context`);
 3. on a No, the image turn continues: after the first image's codes come the verdict and a
    `REFLECTION`, then a second image.
 

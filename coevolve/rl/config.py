@@ -34,7 +34,8 @@ RESUME = ("auto", "never")
 WEIGHT_SYNCS = ("object_store", "collective")
 
 PROGRAM_SEGMENTS = {
-    "introspective_t2i": ("plan", "image", "verdict", "reflection", "regen_image"),
+    # "description": written when the checkpoint's self-check describes the image first.
+    "introspective_t2i": ("plan", "image", "description", "verdict", "reflection", "regen_image"),
     "reconstruction": ("caption", "image"),
 }
 """The segment names each built-in program writes that a reward term may train."""

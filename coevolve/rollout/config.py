@@ -49,7 +49,7 @@ class RolloutConfig:
     max_plan_tokens: int = 48
     max_verdict_tokens: int = 48
     max_reflection_tokens: int = 64
-    max_caption_tokens: int = 32  # reconstruction
+    max_caption_tokens: int = 32  # reconstruction's caption; a describing self-check's description
     # Who draws the text segments (plan, verdict reason, reflection, caption): "native" (coevolve's
     # sampler, coevolve/model/sampler.py) or "vllm" (coevolve/model/vllm_text.py: a vLLM engine in
     # each rollout worker serving the trunk + LM head, refreshed after every weight update; the
@@ -136,6 +136,7 @@ class RolloutConfig:
             "max_plan_tokens": self.max_plan_tokens,
             "max_verdict_tokens": self.max_verdict_tokens,
             "max_reflection_tokens": self.max_reflection_tokens,
+            "max_caption_tokens": self.max_caption_tokens,
         }
 
 

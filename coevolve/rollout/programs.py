@@ -13,7 +13,10 @@ a mask (True: a token the policy drew and a loss may train).
 2. the image after it, with CFG (`guidance`);
 3. the verdict in its own self-check turn: the first answer token drawn from the distribution
    restricted to " Yes"/" No" (its log-prob is that restricted distribution's), the reason sampled
-   after it up to EOS; `info["p_yes"]` = P(Yes) against P(No) of that first token at temperature 1;
+   after it up to EOS; `info["p_yes"]` = P(Yes) against P(No) of that first token at temperature 1.
+   With a describing checkpoint (`JanusAdapter.self_check`) the self-check first samples the
+   image's `description` (its captioning turn, up to EOS) and the question follows it; the segment
+   precedes its verdict (`regen_description` for `regen_verdict`, and so on);
 4. another round — when `regenerate` is `always`, or `on_no` and the verdict parses as a No, and
    fewer than `max_rounds` images were drawn — continues the image turn: the previous image's
    codes (context, never trained), the verdict without its EOS, a reflection (stops at
@@ -60,7 +63,9 @@ from coevolve.model.introspection import PLAN_STOP, REFLECTION_STOP, parse_verdi
 from coevolve.model.sampling import DEFAULT_SAMPLING, Sampling, row_generators, row_seed
 from coevolve.model.segments import GenImage, Text, sequence_length
 from coevolve.model.segments import Sequence as ModelSequence
-from coevolve.trajectory import CAPTION, IMAGE, PLAN, REFLECTION, REGEN_IMAGE, VERDICT, Segment, Trajectory
+from coevolve.trajectory import (
+    CAPTION, DESCRIPTION, IMAGE, PLAN, REFLECTION, REGEN_IMAGE, VERDICT, Segment, Trajectory,
+)
 
 REGENERATE = ("always", "never", "on_no")
 REGEN_VERDICT = "regen_verdict"
@@ -75,6 +80,11 @@ class RolloutItem:
     prompt: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
     image: Image.Image | None = None
+
+
+def description_name(verdict_name: str) -> str:
+    """The describing self-check's description segment read by verdict `verdict_name`."""
+    return verdict_name.replace(VERDICT, DESCRIPTION)
 
 
 def round_names(round_: int) -> tuple[str, str, str]:
@@ -266,6 +276,7 @@ class IntrospectiveT2I(Program):
         max_plan_tokens: int = 48,
         max_verdict_tokens: int = 48,
         max_reflection_tokens: int = 64,
+        max_caption_tokens: int = 32,
     ):
         super().__init__(adapter, seed, num_generations, guidance, sampling)
         if regenerate not in REGENERATE:
@@ -276,9 +287,11 @@ class IntrospectiveT2I(Program):
             ("max_plan_tokens", max_plan_tokens),
             ("max_verdict_tokens", max_verdict_tokens),
             ("max_reflection_tokens", max_reflection_tokens),
+            ("max_caption_tokens", max_caption_tokens),
         ):
             if value < 1:
                 raise ValueError(f"{key} must be >= 1, got {value}")
+        self.max_caption_tokens = max_caption_tokens  # a describing self-check's description
         self.regenerate, self.max_rounds = regenerate, max_rounds
         self.max_plan_tokens, self.max_verdict_tokens = max_plan_tokens, max_verdict_tokens
         self.max_reflection_tokens = max_reflection_tokens
@@ -293,9 +306,12 @@ class IntrospectiveT2I(Program):
             if not isinstance(item.prompt, str) or not item.prompt.strip():
                 raise ValueError(f"{self.name}: item {item.id!r} has an empty prompt")
             self._check_room(item, self.adapter.image_prompt(item.prompt), turn, "image turn")
-            self._check_room(
-                item, self.adapter.judge_context(blank, item.prompt), self.max_verdict_tokens, "self-check"
-            )
+            if self.adapter.self_check == "describe":
+                description = torch.tensor([self.adapter.spec.eos_id] * self.max_caption_tokens)
+                context = self.adapter.judge_context(blank, item.prompt, description=description)
+            else:
+                context = self.adapter.judge_context(blank, item.prompt)
+            self._check_room(item, context, self.max_verdict_tokens, "self-check")
 
     def _judge(self, images, prompts, generators) -> tuple[Judgement, list[tuple]]:
         """The self-check of each image: the Judgement and (ids, logprobs, mask, text) of each verdict."""
@@ -308,6 +324,7 @@ class IntrospectiveT2I(Program):
             sampling=self.sampling,
             stop_ids=(adapter.spec.eos_id,),
             generator=generators,
+            max_description_tokens=self.max_caption_tokens,
         )
         verdicts = []
         for i, answer in enumerate(judgement.answer_ids):
@@ -386,7 +403,15 @@ class IntrospectiveT2I(Program):
                     images, [prompts[r] for r in active], self._generators(items, step, verdict_name, active)
                 )
             going = []
-            for r, row_codes, p_yes, (ids, lp, mask, text) in zip(active, codes, judgement.p_yes, verdicts):
+            for i, (r, row_codes, p_yes, (ids, lp, mask, text)) in enumerate(
+                zip(active, codes, judgement.p_yes, verdicts)
+            ):
+                if (described := judgement.descriptions) is not None:
+                    segments[r].append(
+                        _text_segment(
+                            description_name(verdict_name), described.ids[i], described.logprobs[i], described.texts[i]
+                        )
+                    )
                 segments[r].append(_text_segment(verdict_name, ids, lp, text, mask))
                 info[r][f"p_yes/{verdict_name}"] = float(p_yes)
                 parsed = parse_verdict(text)
@@ -458,10 +483,20 @@ class IntrospectiveT2I(Program):
 
     @classmethod
     def _self_check(cls, adapter: JanusAdapter, trajectory: Trajectory, image_name: str, verdict_name: str):
-        """The self-check turn of one image: `judge_context` of the decoded image, then the verdict."""
+        """The self-check turn of one image: `judge_context` of the decoded image (with a describing
+        checkpoint, its description scored), then the verdict."""
         image = _drawn(trajectory, image_name, "image", cls.name).image
         verdict = _drawn(trajectory, verdict_name, "text", cls.name)
-        context = adapter.judge_context(image, trajectory.prompt)
+        scored: dict[str, int] = {}
+        if adapter.self_check == "describe":
+            name = description_name(verdict_name)
+            description = _drawn(trajectory, name, "text", cls.name).ids
+            context = adapter.judge_context(image, trajectory.prompt, description=description)
+            at = len(adapter.caption_context(image))  # where judge_context puts the description
+            context = (*context[:at], Text(description, scored=True), *context[at + 1 :])
+            scored[name] = at
+        else:
+            context = adapter.judge_context(image, trajectory.prompt)
         choices = adapter.judge_choices(context)
         if int(verdict.ids[0]) not in choices:
             raise ValueError(
@@ -469,7 +504,7 @@ class IntrospectiveT2I(Program):
                 f"{int(verdict.ids[0])}, not one of the judge's first answer tokens {choices}"
             )
         verdict_text = Text(verdict.ids, scored=True, choices=choices)
-        return TeacherForced((*context, verdict_text), {verdict_name: len(context)})
+        return TeacherForced((*context, verdict_text), {**scored, verdict_name: len(context)})
 
 
 class Reconstruction(Program):

@@ -27,23 +27,29 @@ REQUIRED_FIELDS = {
     "caption": ("image", "caption"),
     "draw_caption": ("image", "caption"),
 }
+# A describing checkpoint's judge example holds the caption of the image it judges.
+DESCRIBED_JUDGE_FIELDS = ("caption", "negative_caption")
 IMAGE_TASKS = ("t2i", "regen", "draw_caption")
 # The tasks whose image may be the decoded one (`sft.decoded_images`): the self-check is what sees
 # the model's own images; captions are of renders, in eval and in the reconstruction program.
 DECODED_TASKS = ("judge",)
 
 
-def required_fields(weights: dict[str, float]) -> set[str]:
-    """The record fields the tasks with a positive weight read."""
-    return {name for task, weight in weights.items() if weight > 0 for name in REQUIRED_FIELDS[task]}
+def required_fields(weights: dict[str, float], self_check: str = "direct") -> set[str]:
+    """The record fields the tasks with a positive weight read (`self_check`: the checkpoint's,
+    `JanusAdapter.self_check`)."""
+    fields = {name for task, weight in weights.items() if weight > 0 for name in REQUIRED_FIELDS[task]}
+    if self_check == "describe" and weights.get("judge", 0) > 0:
+        fields |= set(DESCRIBED_JUDGE_FIELDS)
+    return fields
 
 
-def load_sft_records(data: DataConfig, seed: int, weights: dict[str, float]) -> list[Record]:
+def load_sft_records(data: DataConfig, seed: int, weights: dict[str, float], self_check: str) -> list[Record]:
     """The records named by `data` (the shapes world or a local dataset), checked for the fields
     the mixture needs."""
     from coevolve.data.records import load_records, shapes_records
 
-    required = required_fields(weights)
+    required = required_fields(weights, self_check)
     if data.source == "shapes":
         if data.num_examples is None:
             raise ValueError("data.num_examples must be set for the shapes world (it draws that many records)")
@@ -75,6 +81,7 @@ def prepare_records(adapter: JanusAdapter, records: list[Record], batch_size: in
             negative_image=r.negative_image,
             negative_codes=next(negative_codes) if r.negative_image is not None else None,
             negative_reason=r.negative_reason,
+            negative_caption=r.negative_caption,
         )
         for r, codes in zip(records, image_codes)
     ]

@@ -163,8 +163,8 @@ def run_sft(config: Config, run_dir: Path) -> dict:
     output_dir.mkdir(parents=True, exist_ok=True)
     phases = config.sft.phase_configs()
     weights = {task: sum(sft.tasks.weights()[task] for _, sft in phases) for task in TASKS}
-    records = load_sft_records(config.data, config.seed, weights)
     adapter = _setup_model(config)
+    records = load_sft_records(config.data, config.seed, weights, adapter.self_check)
     # The VQ tokenizer is frozen in every phase, so the records' image codes are computed once.
     prepared = prepare_records(adapter, records)
     data_seconds = time.time() - started

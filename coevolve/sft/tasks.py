@@ -5,7 +5,9 @@ is the introspective format of `coevolve/model/introspection.py`:
 
 - `t2i`: `<|User|>: prompt` → `<|Assistant|>: plan` + image — plan and image tokens trained;
 - `judge`: `<|User|>: <image> question(prompt)` → verdict + EOS — "Yes, …" for the matching
-  image, "No, … because {reason}." for the negative (the caller balances the two);
+  image, "No, … because {reason}." for the negative (the caller balances the two). For a
+  describing checkpoint (`JanusAdapter.self_check`) the image's captioning turn comes first, its
+  caption trained as the `caption` task trains it, then the question in a second user turn;
 - `regen`: prompt → plan, the wrong image, its No verdict (context) → reflection + correct
   image (trained);
 - `caption`: `<|User|>: <image> Describe this image.` → caption + EOS;
@@ -46,6 +48,7 @@ class PreparedRecord:
     negative_image: object | None
     negative_codes: torch.Tensor | None
     negative_reason: str | None
+    negative_caption: str | None = None
 
 
 @dataclass(frozen=True)
@@ -107,13 +110,26 @@ class TaskBuilder:
             image = self._decoded(record.negative_codes if negative else record.image_codes)
         else:
             image = record.negative_image if negative else record.image
-        context = self.adapter.judge_context(image, record.prompt)
+        weights_before = None
+        if self.adapter.self_check == "direct":
+            context = self.adapter.judge_context(image, record.prompt)
+        else:
+            caption = record.negative_caption if negative else record.caption
+            if caption is None:
+                field = "negative_caption" if negative else "caption"
+                raise ValueError(f"{record.where}: a describing checkpoint's judge example needs the record's {field}")
+            description, description_weights = self._reply(" " + caption, self.loss_weights.caption)
+            context = self.adapter.judge_context(image, record.prompt, description=description.ids)
+            at = len(self.adapter.caption_context(image))  # where judge_context puts the description
+            context = (*context[:at], description, *context[at + 1 :])
+            weights_before = (None,) * at + (description_weights,) + (None,) * (len(context) - at - 1)
         reply, weights = self._reply(
             verdict_text(not negative, record.negative_reason if negative else None),
             self.loss_weights.verdict,
             first_weight=self.loss_weights.verdict_answer,
         )
-        return TrainingExample("judge", (*context, reply), (None,) * len(context) + (weights,))
+        before = weights_before if weights_before is not None else (None,) * len(context)
+        return TrainingExample("judge", (*context, reply), before + (weights,))
 
     def regen(self, record: PreparedRecord, drop: bool) -> TrainingExample:
         context = self.adapter.regeneration_context(

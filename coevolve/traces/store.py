@@ -27,7 +27,8 @@ shards as one table. Columns, in this order:
   plan, image_path, verdict (string), p_yes (float64), reflection, regen_image_path, caption,
   source_image_path, final_image (string), rounds (int64): `TRACE_COLUMNS`, null where the
   trajectory has no such part;
-- further segments of a program (regen_verdict, reflection_2, regen_image_2_path, ...): string;
+- further segments of a program (description, regen_description and regen_verdict, reflection_2,
+  regen_image_2_path, ...; a description where the checkpoint's self-check writes one): string;
 - dropped (bool: its group was dropped by the reward step, so it has no rewards), trained_segments
   (list<string>: the segments whose advantages reached the loss; null outside RL);
 - per reward term T: `reward/T` (float64, raw score), `reward/T/normalized` (float64, group
@@ -120,7 +121,7 @@ def ordered_columns(names: Iterable[str]) -> list[str]:
 
 def _program_parts(rollout: Mapping) -> tuple[list[str], tuple[str, ...]]:
     """(segment columns, timing phases) of one program's rollout config."""
-    from coevolve.rollout.programs import PROGRAMS, round_names  # torch: only writers get here
+    from coevolve.rollout.programs import PROGRAMS, description_name, round_names  # torch: only writers get here
 
     program = rollout.get("program", "introspective_t2i")
     if program not in PROGRAMS:
@@ -129,10 +130,11 @@ def _program_parts(rollout: Mapping) -> tuple[list[str], tuple[str, ...]]:
         columns = ["caption", "image_path", "source_image_path"]
     else:
         rounds = int(rollout.get("max_rounds", 2))
-        columns = ["plan", "image_path", "verdict"]
+        # A describing checkpoint's self-check writes a description before each verdict (null otherwise).
+        columns = ["plan", "image_path", "description", "verdict"]
         for round_ in range(2, rounds + 1):
             reflection, image, verdict = round_names(round_)
-            columns += [reflection, f"{image}_path"] + ([verdict] if round_ < rounds else [])
+            columns += [reflection, f"{image}_path"] + ([description_name(verdict), verdict] if round_ < rounds else [])
     return columns, PROGRAMS[program].phases
 
 

@@ -34,8 +34,17 @@ def test_understanding_logits_equal_transformers_forward(tiny_adapter):
     assert (ours - reference).abs().max() <= 1e-4
 
 
-def test_judge_p_yes_is_the_renormalised_yes_no_pair(tiny_adapter):
-    adapter = tiny_adapter
+@pytest.fixture
+def direct_adapter(tiny_adapter, monkeypatch):
+    """The tiny model read as a checkpoint without `self_check` (Janus-Pro-R1's direct self-check)."""
+    monkeypatch.delattr(tiny_adapter.model.config, "self_check")
+    adapter = JanusAdapter(tiny_adapter.model, tiny_adapter.processor)
+    assert adapter.self_check == "direct"
+    return adapter
+
+
+def test_judge_p_yes_is_the_renormalised_yes_no_pair(direct_adapter):
+    adapter = direct_adapter
     example = sample_example(3, "single_object")
     image = render(example.scene)
     judgement = adapter.judge([image, image], [example.prompt, "a photo of four green crosses"])
@@ -50,6 +59,41 @@ def test_judge_p_yes_is_the_renormalised_yes_no_pair(tiny_adapter):
     no = adapter.tokenizer(" No", add_special_tokens=False)["input_ids"][0]
     expected = logits[[yes, no]].softmax(-1)[0]
     assert abs(float(judgement.p_yes[0]) - float(expected)) <= 1e-5
+
+
+def test_describing_judge_answers_after_its_own_description(tiny_adapter):
+    adapter = tiny_adapter
+    assert adapter.self_check == "describe"  # what the bootstrap writes into config.json
+    example = sample_example(3, "colors")
+    image = render(example.scene)
+    judgement = adapter.judge([image, image], [example.prompt, "a photo of four green crosses"], sampling=GREEDY,
+                              max_description_tokens=12)  # fmt: skip
+    described = judgement.descriptions
+    assert len(described.ids) == 2 and torch.equal(described.ids[0], described.ids[1])  # greedy, same image
+    assert 1 <= len(described.ids[0]) <= 12
+    # By hand with transformers' forward: the captioning turn (the processor's own ids), the
+    # description's ids, then the question in a second user turn.
+    caption_turn = adapter.processor.apply_chat_template(_messages(image, "Describe this image."), add_generation_prompt=True)
+    inputs = adapter.processor(text=[caption_turn], images=[image], return_tensors="pt")
+    question = f'Does this image match the prompt "{example.prompt}"? Answer Yes or No.'
+    follow = adapter.tokenizer("<|User|>: " + question + "\n\n<|Assistant|>:", add_special_tokens=False)["input_ids"]
+    input_ids = torch.cat([inputs["input_ids"][0], described.ids[0], torch.tensor(follow)])[None]
+    with torch.no_grad():
+        logits = adapter.model(input_ids=input_ids, pixel_values=inputs["pixel_values"]).logits[0, -1]
+    yes, no = adapter.judge_choices(adapter.judge_context(image, example.prompt, description=described.ids[0]))
+    assert abs(float(judgement.p_yes[0]) - float(logits[[yes, no]].softmax(-1)[0])) <= 1e-5
+    with pytest.raises(ValueError, match="describes the image first"):
+        adapter.judge_context(image, example.prompt)
+
+
+def test_direct_judge_takes_no_description_and_unknown_self_checks_are_named(direct_adapter, tiny_adapter, monkeypatch):
+    image = render(sample_example(4, "colors").scene)
+    with pytest.raises(ValueError, match="self-check is direct"):
+        direct_adapter.judge_context(image, "a photo of a red circle", description=torch.tensor([1, 2]))
+    assert direct_adapter.judge([image], ["a photo of a red circle"]).descriptions is None
+    monkeypatch.setattr(tiny_adapter.model.config, "self_check", "ponder", raising=False)
+    with pytest.raises(ValueError, match=r"config.json: self_check must be one of \('direct', 'describe'\), got 'ponder'"):
+        JanusAdapter(tiny_adapter.model, tiny_adapter.processor)
 
 
 def test_judge_with_reason_draws_an_answer_and_a_reason(tiny_adapter):

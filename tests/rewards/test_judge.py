@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from coevolve.model.introspection import JUDGE_QUESTION
+from coevolve.model.sampling import GREEDY
 from rewards import FINAL, YesNoJudge
 from rewards.check import shapes_pairs
 
@@ -16,7 +17,9 @@ PAIRS = shapes_pairs(6, seed=5)
 def test_janus_judge_is_the_adapters_constrained_first_token(tiny_checkpoint, tiny_adapter):
     judge = YesNoJudge(model_path=str(tiny_checkpoint), batch_size=4)
     scores = np.array(judge.score(PAIRS).scores)
-    expected = tiny_adapter.judge([t.image("image") for t in PAIRS], [t.prompt for t in PAIRS]).p_yes.numpy()
+    # The tiny checkpoint describes the image before answering; a judge reward describes greedily.
+    expected = tiny_adapter.judge([t.image("image") for t in PAIRS], [t.prompt for t in PAIRS], sampling=GREEDY)
+    expected = expected.p_yes.numpy()
     np.testing.assert_allclose(scores, expected, rtol=1e-5)
     assert ((scores > 0) & (scores < 1)).all()
     one_by_one = YesNoJudge(model_path=str(tiny_checkpoint), batch_size=1, segment=FINAL).score(PAIRS).scores

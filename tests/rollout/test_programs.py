@@ -34,7 +34,8 @@ def test_segments_carry_ids_logprobs_masks_and_the_verdict_is_constrained(sft_ad
     program = IntrospectiveT2I(sft_adapter, seed=1, num_generations=2, regenerate="never", **SMALL)
     spec = sft_adapter.spec
     for t in program(items(2), policy_version=7):
-        assert [s.name for s in t.segments] == ["plan", "image", "verdict"] and t.policy_version == 7
+        # The SFT checkpoint's self-check describes the image before the verdict.
+        assert [s.name for s in t.segments] == ["plan", "image", "description", "verdict"] and t.policy_version == 7
         assert t.group == t.id.split("/")[0] and t.final_image_name == "image" and 0 < t.info["p_yes"] < 1
         for s in t.segments:
             assert s.ids.shape == s.logprobs.shape == s.mask.shape and (s.logprobs <= 0).all()
@@ -48,7 +49,8 @@ def test_always_regenerates_and_names_every_round_uniquely(sft_adapter):
     program = IntrospectiveT2I(sft_adapter, seed=2, regenerate="always", max_rounds=3, **SMALL)
     for t in program(items(2)):
         assert [s.name for s in t.segments] == [
-            "plan", "image", "verdict", "reflection", "regen_image", "regen_verdict", "reflection_2", "regen_image_2",
+            "plan", "image", "description", "verdict", "reflection", "regen_image", "regen_description",
+            "regen_verdict", "reflection_2", "regen_image_2",
         ]  # fmt: skip
         assert t.info["rounds"] == 3 and set(t.info) >= {"p_yes/verdict", "p_yes/regen_verdict"}
         accepted = [name for name, verdict in (("image", "verdict"), ("regen_image", "regen_verdict"))

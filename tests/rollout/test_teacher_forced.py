@@ -49,18 +49,19 @@ def test_introspective_views_give_back_every_sampled_logprob(tiny_adapter, sampl
     program = IntrospectiveT2I(tiny_adapter, seed=4, num_generations=2, guidance=Guidance(3.0), sampling=sampling,
                                regenerate="always", max_rounds=3, **SMALL)  # fmt: skip
     trajectories = program(shapes_items("introspective_t2i", 2, seed=7))
-    names = ["plan", "image", "verdict", "reflection", "regen_image", "regen_verdict", "reflection_2", "regen_image_2"]
+    names = ["plan", "image", "description", "verdict", "reflection", "regen_image", "regen_description",
+             "regen_verdict", "reflection_2", "regen_image_2"]  # fmt: skip
     assert all([s.name for s in t.segments] == names for t in trajectories)
     views = program.teacher_forced(trajectories[0])
     assert [sorted(v.segments) for v in views] == [
         sorted(["plan", "image", "reflection", "regen_image", "reflection_2", "regen_image_2"]),
-        ["verdict"],
-        ["regen_verdict"],
+        ["description", "verdict"],
+        ["regen_description", "regen_verdict"],
     ]
-    # The verdicts' first tokens are scored among the judge's Yes/No.
+    # The verdicts' first tokens are scored among the judge's Yes/No, after the description.
     for view in views[1:]:
-        (index,) = view.segments.values()
-        assert len(view.sequence[index].choices) == 2
+        description, verdict = sorted(view.segments.values())
+        assert len(view.sequence[verdict].choices) == 2 and not view.sequence[description].choices
     gap = _recomputed_gap(tiny_adapter, program, trajectories)
     print(f"max |recomputed - sampled| log-prob ({sampling}): {gap:.2e}")
     assert gap <= 1e-4
@@ -141,5 +142,5 @@ def test_trajectories_of_different_rounds_score_together(tiny_adapter):
                                    max_rounds=max_rounds, **SMALL)  # fmt: skip
         trajectories += program(shapes_items("introspective_t2i", 2, seed=7))
     assert [t.info["rounds"] for t in trajectories] == [1, 1, 2, 2, 3, 3]
-    assert [s.name for s in trajectories[2].segments] == ["plan", "image", "verdict", "reflection", "regen_image"]
+    assert [s.name for s in trajectories[2].segments] == ["plan", "image", "description", "verdict", "reflection", "regen_image"]
     assert _recomputed_gap(tiny_adapter, program, trajectories) <= 1e-4

@@ -54,6 +54,13 @@ def test_task_sequences_score_what_each_task_trains(tiny_adapter):
     reply = tiny_adapter.tokenizer.decode(judge.sequence[-1].ids)
     assert reply.startswith(" No,") and records[0].negative_reason in reply
     assert judge.weights[-1][0] == config.sft.loss_weights.verdict_answer  # the Yes/No token
+    # The tiny checkpoint describes the image first: the negative's caption, trained as captions are.
+    assert tiny_adapter.self_check == "describe"
+    described = [(s, w) for s, w in zip(judge.sequence, judge.weights) if w is not None]
+    assert len(described) == 2 and described[0][0].scored
+    description = tiny_adapter.tokenizer.decode(described[0][0].ids)
+    assert description == " " + records[0].negative_caption + tiny_adapter.tokenizer.eos_token
+    assert (described[0][1] == config.sft.loss_weights.caption).all()
     regen = builder.regen(records[0], drop=False)
     scored = [type(s).__name__ for s in regen.sequence if s.scored]
     assert scored == ["Text", "GenImage"]  # reflection + the correct image; the wrong image is context
@@ -62,7 +69,7 @@ def test_task_sequences_score_what_each_task_trains(tiny_adapter):
     seen = builder.judge(records[0], negative=True, decoded=True)
     assert torch.equal(seen.sequence[-1].ids, judge.sequence[-1].ids)
     decoded = tiny_adapter.decode(records[0].negative_codes[None])[0]
-    expected = tiny_adapter.judge_context(decoded, records[0].prompt)
+    expected = tiny_adapter.caption_context(decoded)  # the describing turn sees the decoded image
     pixels = [[s.pixels for s in e.sequence if isinstance(s, SeenImage)][0] for e in (judge, seen)]
     assert not torch.equal(pixels[0], pixels[1])
     assert torch.equal(pixels[1], next(s.pixels for s in expected if isinstance(s, SeenImage)))

@@ -58,7 +58,8 @@ def test_columns_follow_the_programs_rounds_and_terms():
     columns = trace_columns(programs)
     extra = [c for c in columns if c not in TRACE_COLUMNS]
     assert extra == [
-        "regen_verdict", "reflection_2", "regen_image_2_path", "dropped", "trained_segments",
+        "description", "regen_description", "regen_verdict", "reflection_2", "regen_image_2_path", "dropped",
+        "trained_segments",
         "reward/aligned", "reward/aligned/normalized", "reward/aligned/details", "advantage/image",
         "seconds/plan", "seconds/image", "seconds/decode", "seconds/verdict", "seconds/regeneration",
     ]  # fmt: skip
