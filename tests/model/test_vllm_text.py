@@ -56,10 +56,14 @@ def _image(color) -> Image.Image:
 
 def _contexts(adapter):
     """(context, stop kwargs, budget) of each text segment the programs sample: a plan (image turn,
-    stop string), a verdict's reason (self-check turn with a seen image, after the answer), a
+    stop string), a verdict's reason (self-check turn with a seen image and its description, after
+    the answer), a
     caption (seen image, EOS), a reflection (after a drawn image's codes)."""
     eos = (adapter.spec.eos_id,)
-    judged = adapter.judge_context(_image((200, 30, 30)), PROMPT) + (adapter.text(" No"),)
+    # The tiny checkpoint's self-check answers after its own description of the image.
+    description = adapter.text(" a red square").ids.tolist() + [adapter.spec.eos_id]
+    judged = adapter.judge_context(_image((200, 30, 30)), PROMPT, description=torch.tensor(description))
+    judged = judged + (adapter.text(" No"),)
     codes = torch.arange(adapter.spec.num_image_tokens) * 7 % adapter.spec.codebook_size
     reflecting = adapter.regeneration_context(
         PROMPT, adapter.text(" Plan: two squares.").ids, codes, adapter.text(" No, wrong.").ids
@@ -151,7 +155,7 @@ def test_programs_sample_their_text_through_the_backend(adapter, backend):
         finally:
             adapter.text_backend = None
         runs[name] = t2i + uae
-    assert counting.calls == 4  # plan, verdict reason, reflection, caption
+    assert counting.calls == 5  # plan, description, verdict reason, reflection, caption
     for native, ours in zip(runs["native"], runs["vllm"]):
         assert [s.name for s in ours.segments] == [s.name for s in native.segments]
         assert {"plan", "verdict", "reflection", "caption"} & {s.name for s in ours.segments}
