@@ -151,12 +151,12 @@ class JanusAdapter:
         )
 
     def judge_context(
-        self, image: Image.Image, prompt: str, question: str = JUDGE_QUESTION, description: torch.Tensor | None = None
+        self, image: Image.Image, prompt: str, question: str = JUDGE_QUESTION, description: torch.Tensor | Text | None = None
     ) -> Sequence:
         """The self-check context the answer follows. Direct: the image through the understanding
         path, then `question` about `prompt`. Describing (`self_check`): the captioning turn of the
         image, its `description` (token ids, the EOS that closed the turn included), then
-        `question` in a second user turn."""
+        `question` in a second user turn (a `Text` description is placed as given, e.g. scored)."""
         question = question.format(prompt=prompt)
         if self.self_check == "direct":
             if description is not None:
@@ -167,7 +167,9 @@ class JanusAdapter:
                 "this checkpoint's self-check describes the image first (config self_check='describe'): "
                 "pass the description's token ids"
             )
-        return (*self.caption_context(image), Text(torch.as_tensor(description)), self.user_turn(question))
+        if not isinstance(description, Text):
+            description = Text(torch.as_tensor(description))
+        return (*self.caption_context(image), description, self.user_turn(question))
 
     def user_turn(self, text: str) -> Text:
         """A further user turn in the chat template, ending in the assistant tag the reply follows."""

@@ -490,11 +490,9 @@ class IntrospectiveT2I(Program):
         scored: dict[str, int] = {}
         if adapter.self_check == "describe":
             name = description_name(verdict_name)
-            description = _drawn(trajectory, name, "text", cls.name).ids
+            description = Text(_drawn(trajectory, name, "text", cls.name).ids, scored=True)
             context = adapter.judge_context(image, trajectory.prompt, description=description)
-            at = len(adapter.caption_context(image))  # where judge_context puts the description
-            context = (*context[:at], Text(description, scored=True), *context[at + 1 :])
-            scored[name] = at
+            scored[name] = next(i for i, piece in enumerate(context) if piece is description)
         else:
             context = adapter.judge_context(image, trajectory.prompt)
         choices = adapter.judge_choices(context)

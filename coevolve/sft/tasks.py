@@ -119,9 +119,8 @@ class TaskBuilder:
                 field = "negative_caption" if negative else "caption"
                 raise ValueError(f"{record.where}: a describing checkpoint's judge example needs the record's {field}")
             description, description_weights = self._reply(" " + caption, self.loss_weights.caption)
-            context = self.adapter.judge_context(image, record.prompt, description=description.ids)
-            at = len(self.adapter.caption_context(image))  # where judge_context puts the description
-            context = (*context[:at], description, *context[at + 1 :])
+            context = self.adapter.judge_context(image, record.prompt, description=description)
+            at = next(i for i, piece in enumerate(context) if piece is description)
             weights_before = (None,) * at + (description_weights,) + (None,) * (len(context) - at - 1)
         reply, weights = self._reply(
             verdict_text(not negative, record.negative_reason if negative else None),
