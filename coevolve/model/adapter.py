@@ -167,31 +167,18 @@ class JanusAdapter:
                 "this checkpoint's self-check describes the image first (config self_check='describe'): "
                 "pass the description's token ids"
             )
+        return self._after_description(self.caption_context(image), description, question)
+
+    def _after_description(self, caption_turn: Sequence, description: torch.Tensor | Text, question: str) -> Sequence:
         if not isinstance(description, Text):
             description = Text(torch.as_tensor(description))
-        return (*self.caption_context(image), description, self.user_turn(question))
+        return (*caption_turn, description, self.user_turn(question))
 
     def user_turn(self, text: str) -> Text:
         """A further user turn in the chat template, ending in the assistant tag the reply follows."""
         messages = [{"role": "user", "content": [{"type": "text", "text": text}]}]
         rendered = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return self.text(rendered)
-
-    def describe(
-        self,
-        images: list[Image.Image],
-        max_new_tokens: int,
-        sampling: Sampling = DEFAULT_SAMPLING,
-        generator: torch.Generator | Generators | None = None,
-    ) -> TextSample:
-        """A description of each image: its captioning turn's reply, ending at EOS."""
-        return self.sample_text(
-            [self.caption_context(image) for image in images],
-            max_new_tokens=max_new_tokens,
-            sampling=sampling,
-            stop_ids=(self.spec.eos_id,),
-            generator=generator,
-        )
 
     def caption_context(self, image: Image.Image, question: str = CAPTION_QUESTION) -> Sequence:
         """The captioning turn: the image through the understanding path, then `question`."""
@@ -323,15 +310,20 @@ class JanusAdapter:
         if len(images) != len(prompts):
             raise ValueError(f"judge got {len(images)} images for {len(prompts)} prompts")
         descriptions = None
-        if self.self_check == "describe":
-            descriptions = self.describe(images, max_description_tokens, sampling, generator)
-        contexts = self._validated(
-            [
-                self.judge_context(image, prompt, question, None if descriptions is None else descriptions.ids[i])
-                for i, (image, prompt) in enumerate(zip(images, prompts))
-            ],
-            "judge context",
-        )
+        if self.self_check == "direct":
+            contexts = [self.judge_context(image, prompt, question) for image, prompt in zip(images, prompts)]
+        else:
+            # Each image through the understanding path once: its captioning turn is both the
+            # context the description is sampled in and the start of the judge context.
+            turns = [self.caption_context(image) for image in images]
+            descriptions = self.sample_text(
+                turns, max_description_tokens, sampling=sampling, stop_ids=(self.spec.eos_id,), generator=generator
+            )
+            contexts = [
+                self._after_description(turn, description, question.format(prompt=prompt))
+                for turn, description, prompt in zip(turns, descriptions.ids, prompts)
+            ]
+        contexts = self._validated(contexts, "judge context")
         yes_ids, no_ids = self._judge_answers(contexts[0], answers)
         hidden = trunk(self.model, pack(contexts, self.spec, "left")).last_hidden_state[:, -1]
         pair = self.model.lm_head(hidden)[:, [yes_ids[0], no_ids[0]]]  # (B, 2)
