@@ -82,4 +82,4 @@ def test_cfg_job_prints_the_resolved_config(tmp_path, capsys):
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["model"]["path"] == f"{tmp_path}/checkpoints/tiny"
     assert printed["sft"]["max_steps"] == 600
-    assert [phase["name"] for phase in printed["sft"]["phases"]] == ["bind", "mix"]
+    assert [phase["name"] for phase in printed["sft"]["phases"]] == ["bind", "read", "mix"]
