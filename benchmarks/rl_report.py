@@ -25,6 +25,8 @@ METRICS = (
     "eval/verdict_accuracy_own/text",
     "eval/verdict_accuracy_own/p_yes/balanced_accuracy",
     "eval/verdict_accuracy_own/text/balanced_accuracy",
+    "eval/verdict_accuracy_own/p_yes/auc",
+    "eval/verdict_accuracy_heldout/p_yes/auc",
     "eval/verdict_accuracy_heldout/p_yes",
     "eval/verdict_accuracy_heldout/text",
     "eval/caption_accuracy",

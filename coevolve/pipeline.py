@@ -149,6 +149,8 @@ def summary_table(report: dict[str, dict]) -> str:
         ("image accuracy (final image)", lambda f: f["final_image_accuracy"]["accuracy"]),
         ("own verdicts, P(yes)", lambda f: f["verdict_accuracy_own"]["p_yes"]["accuracy"]),
         ("own verdicts, P(yes), balanced", lambda f: f["verdict_accuracy_own"]["p_yes"]["balanced_accuracy"]),
+        # .get: records written before the AUC existed show n/a
+        ("own verdicts, P(yes) AUC", lambda f: f["verdict_accuracy_own"]["p_yes"].get("auc")),
         ("held-out verdicts, P(yes)", lambda f: f["verdict_accuracy_heldout"]["p_yes"]["accuracy"]),
         ("caption accuracy", lambda f: f["caption_accuracy"]["accuracy"]),
         # .get: records written before these figures existed show n/a

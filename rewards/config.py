@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from coevolve.trajectory import SEGMENT_NAMES
-from rewards.advantages import check_estimator
+from rewards.advantages import SCALE_REWARDS, check_estimator
 
 ON_ERROR = ("raise", "drop_group")
 AGGREGATIONS = ("normalize_then_sum", "sum_then_normalize")
@@ -36,6 +36,10 @@ class TermConfig:
     on_error: str = "raise"
     # Seconds the term may take to score one batch (null: no limit); past it the term has failed.
     timeout_s: float | None = None
+    # This term's division after the baseline, in place of `reward.scale_rewards` (null: that one).
+    # normalize_then_sum only: under sum_then_normalize terms are not normalised one by one.
+    # E.g. `batch` for a class-balanced self_consistency, whose weights a group's std would undo.
+    scale_rewards: str | None = None
 
     def validate(self, where: str) -> None:
         if not self.scorer:
@@ -53,6 +57,8 @@ class TermConfig:
             raise ValueError(f"{where}.on_error must be one of {ON_ERROR}, got {self.on_error!r}")
         if self.timeout_s is not None and not self.timeout_s > 0:
             raise ValueError(f"{where}.timeout_s must be positive or null, got {self.timeout_s}")
+        if self.scale_rewards is not None and self.scale_rewards not in SCALE_REWARDS:
+            raise ValueError(f"{where}.scale_rewards must be one of {SCALE_REWARDS} or null, got {self.scale_rewards!r}")
 
 
 @dataclass
@@ -112,4 +118,13 @@ class RewardConfig:
             )
         for name, term in self.terms.items():
             term.validate(f"reward.terms.{name}")
+            if term.scale_rewards is None:
+                continue
+            if self.multi_objective_aggregation != "normalize_then_sum":
+                raise ValueError(
+                    f"reward.terms.{name}.scale_rewards is set, but reward.multi_objective_aggregation="
+                    f"{self.multi_objective_aggregation!r} normalises the sum of the terms, not each term; "
+                    f"remove it or use normalize_then_sum"
+                )
+            check_estimator(self.advantage_estimator, term.scale_rewards, where=f"reward.terms.{name}.")
         self.check.validate("reward.check")

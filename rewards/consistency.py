@@ -10,6 +10,16 @@ model said about the same image:
 
 A verdict that does not parse has no Yes/No to compare: by default that is an error naming the
 sample; `unparsed_score` sets an explicit score for it instead (a format penalty).
+
+`balance_classes: true` weights each sample by the inverse frequency, in the batch scored, of its
+image's class under the judge (matches / does not match), so that the batch mean is the balanced
+agreement. Without it, a self-check that cannot tell the classes apart earns most by giving the
+majority answer to everything, and the policy gradient drives it there (the shapes recipe's RL
+did: P(yes) < 0.5 for every image, balanced accuracy exactly 50%); with it, every constant answer
+earns the same, and only telling the classes apart pays. It needs a yes/no judge (scores 0 or 1)
+and a term whose advantages are not divided by the group's std (`scale_rewards: batch` or `none`
+on the term): most groups hold images of one class, and dividing by their std divides the weight
+out again.
 """
 
 from __future__ import annotations
@@ -34,11 +44,21 @@ class SelfConsistency(Scorer):
         self_source: "p_yes" (`info["p_yes"]`) or "verdict" (the parsed verdict segment).
         unparsed_score: with `self_source: verdict`, the score of a verdict that does not parse;
             None (default) makes such a verdict an error.
+        balance_classes: weight each score by n / (k * n_c), n_c the number of samples of its
+            image's class among the n scored, k the number of classes present (module doc).
     """
 
     nested_scorers = ("judge",)
+    # The class frequencies of `balance_classes` are those of the whole batch: never score parts.
+    max_concurrency = 1
 
-    def __init__(self, judge: Mapping | Scorer, self_source: str = "p_yes", unparsed_score: float | None = None):
+    def __init__(
+        self,
+        judge: Mapping | Scorer,
+        self_source: str = "p_yes",
+        unparsed_score: float | None = None,
+        balance_classes: bool = False,
+    ):
         if self_source not in SELF_SOURCES:
             raise ValueError(f"self_consistency: self_source must be one of {SELF_SOURCES}, got {self_source!r}")
         if unparsed_score is not None and self_source != "verdict":
@@ -46,7 +66,9 @@ class SelfConsistency(Scorer):
         if unparsed_score is not None and not math.isfinite(unparsed_score):
             raise ValueError(f"self_consistency: unparsed_score must be finite, got {unparsed_score}")
         self.judge = build_scorer(judge, "self_consistency.judge")
-        self.self_source, self.unparsed_score = self_source, unparsed_score
+        if not isinstance(balance_classes, bool):
+            raise TypeError(f"self_consistency: balance_classes must be true or false, got {balance_classes!r}")
+        self.self_source, self.unparsed_score, self.balance_classes = self_source, unparsed_score, balance_classes
         self.device = self.judge.device
         self.num_cpus = self.judge.num_cpus
 
@@ -79,8 +101,20 @@ class SelfConsistency(Scorer):
         bad = [t.id for t, s in zip(trajectories, judge_scores) if not 0.0 <= s <= 1.0]
         if bad:
             raise ValueError(f"judge {self.judge!r} gave scores outside [0, 1] (or NaN) for {bad}")
+        weights = self._class_weights(trajectories, judge_scores) if self.balance_classes else [1.0] * len(trajectories)
         scores, details = [], []
-        for own, judge in zip(selves, judge_scores):
-            scores.append(self.unparsed_score if own is None else 1.0 - abs(judge - own))
-            details.append({"judge": judge, "self": own})
+        for own, judge, weight in zip(selves, judge_scores, weights):
+            agreement = self.unparsed_score if own is None else 1.0 - abs(judge - own)
+            scores.append(weight * agreement)
+            details.append({"judge": judge, "self": own} | ({"weight": weight} if self.balance_classes else {}))
         return ScoreBatch(scores, details)
+
+    def _class_weights(self, trajectories: Sequence[Trajectory], judge_scores: Sequence[float]) -> list[float]:
+        graded = [t.id for t, s in zip(trajectories, judge_scores) if s not in (0.0, 1.0)]
+        if graded:
+            raise ValueError(
+                f"self_consistency: balance_classes needs a yes/no judge (scores 0 or 1); judge {self.judge!r} "
+                f"gave graded scores for {graded}"
+            )
+        counts = {label: judge_scores.count(label) for label in set(judge_scores)}
+        return [len(judge_scores) / (len(counts) * counts[s]) for s in judge_scores]

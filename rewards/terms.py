@@ -13,7 +13,7 @@ With `multi_objective_aggregation: normalize_then_sum` a segment's advantage is
 `sum_t weight_t * normalised_t` over the terms t that train it; with `sum_then_normalize` it is
 the normalised `sum_t weight_t * raw_t`. Unlike TRL's normalize_then_sum, the sum is not
 normalised again over the batch: per segment that would cancel the weights. A segment no term
-trains has no entry.
+trains has no entry. Under normalize_then_sum a term may set its own `scale_rewards`.
 
 Dynamic sampling (DAPO): a group in which no advantage can be non-zero — every term's raw score
 constant in it (normalize_then_sum), or every segment's weighted raw sum constant
@@ -59,6 +59,7 @@ class RewardTerm:
     segments: tuple[str, ...]
     on_error: str = "raise"
     timeout_s: float | None = None
+    scale_rewards: str | None = None  # None: the RewardTerms' own (normalize_then_sum only)
 
     def __post_init__(self) -> None:
         if self.on_error not in ON_ERROR:
@@ -149,6 +150,15 @@ class RewardTerms:
         if multi_objective_aggregation not in AGGREGATIONS:
             raise ValueError(f"multi_objective_aggregation must be one of {AGGREGATIONS}")
         check_estimator(advantage_estimator, scale_rewards)
+        for term in terms:
+            if term.scale_rewards is None:
+                continue
+            if multi_objective_aggregation != "normalize_then_sum":
+                raise ValueError(
+                    f"reward term {term.name!r} sets scale_rewards, but {multi_objective_aggregation} does not "
+                    f"normalise terms one by one"
+                )
+            check_estimator(advantage_estimator, term.scale_rewards, where=f"reward term {term.name!r}: ")
         self.terms = list(terms)
         self.aggregation, self.scale_rewards = multi_objective_aggregation, scale_rewards
         self.advantage_estimator, self.drop_zero_spread_groups = advantage_estimator, bool(drop_zero_spread_groups)
@@ -167,6 +177,7 @@ class RewardTerms:
                 segments=tuple(term.segments),
                 on_error=term.on_error,
                 timeout_s=term.timeout_s,
+                scale_rewards=term.scale_rewards,
             )
             for name, term in config.terms.items()
         ]
@@ -285,14 +296,15 @@ class RewardTerms:
 
         group_index = np.asarray(kept_groups)
         details = {name: None if d is None else [d[i] for i in kept] for name, d in details.items()}
-        normalized = {name: self._normalize(values, group_index) for name, values in raw.items()}
+        scales = {term.name: term.scale_rewards or self.scale_rewards for term in self.terms}
+        normalized = {name: self._normalize(values, group_index, scales[name]) for name, values in raw.items()}
         advantages: dict[str, np.ndarray] = {}
         for segment in segments:
             if self.aggregation == "normalize_then_sum":
                 advantages[segment] = sum(term.weight * normalized[term.name] for term in training[segment])
             else:
                 summed = sum(term.weight * raw[term.name] for term in training[segment])
-                advantages[segment] = self._normalize(summed, group_index)
+                advantages[segment] = self._normalize(summed, group_index, self.scale_rewards)
         return Rewards(
             ids=[trajectories[i].id for i in kept],
             groups=kept_groups,
@@ -308,5 +320,5 @@ class RewardTerms:
             zero_spread_dropped=self.drop_zero_spread_groups,
         )
 
-    def _normalize(self, values: np.ndarray, group_index: np.ndarray) -> np.ndarray:
-        return normalize(values, group_index, self.scale_rewards, self.advantage_estimator)
+    def _normalize(self, values: np.ndarray, group_index: np.ndarray, scale_rewards: str) -> np.ndarray:
+        return normalize(values, group_index, scale_rewards, self.advantage_estimator)

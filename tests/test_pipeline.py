@@ -17,12 +17,14 @@ from coevolve.traces.store import TraceStore
 TAGS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 
 
-def _figures(first: float, heldout: float, reconstruction: float, balanced: float | None = 0.5) -> dict:
+def _figures(
+    first: float, heldout: float, reconstruction: float, balanced: float | None = 0.5, auc: float | None = None
+) -> dict:
     per_category = {tag: {"n": 20, "correct": 0, "accuracy": first if tag == "counting" else 0.0} for tag in TAGS}
     return {
         "image_accuracy": {"accuracy": first, "per_category": per_category},
         "final_image_accuracy": {"accuracy": 0.25},
-        "verdict_accuracy_own": {"p_yes": {"accuracy": 0.5, "balanced_accuracy": balanced}},
+        "verdict_accuracy_own": {"p_yes": {"accuracy": 0.5, "balanced_accuracy": balanced, "auc": auc}},
         "verdict_accuracy_heldout": {"p_yes": {"accuracy": heldout}},
         "caption_accuracy": {"accuracy": 0.0},
         "format_rate": {"rate": 1.0},
@@ -31,7 +33,7 @@ def _figures(first: float, heldout: float, reconstruction: float, balanced: floa
 
 
 def test_summary_table_lists_each_checkpoint_in_its_column():
-    sft = {**_figures(0.125, 0.8, 0.2), "caption_objects": {"accuracy": 0.25}, "caption_shapes": {"accuracy": 0.5}}
+    sft = {**_figures(0.125, 0.8, 0.2, auc=0.625), "caption_objects": {"accuracy": 0.25}, "caption_shapes": {"accuracy": 0.5}}
     # tiny: figures written before captions naming the objects were measured
     table = summary_table({"tiny": _figures(0.0, 0.5, 0.1, balanced=None), "sft": sft}).splitlines()
     assert table[0].split() == ["metric", "tiny", "sft"]
@@ -43,7 +45,8 @@ def test_summary_table_lists_each_checkpoint_in_its_column():
     assert rows["own verdicts, P(yes), balanced"] == ["n/a", "50.0%"]  # tiny: no image accepted
     assert rows["captions naming the objects"] == ["n/a", "25.0%"]
     assert rows["captions naming the shapes"] == ["n/a", "50.0%"]
-    assert len(table) == 1 + 1 + len(TAGS) + 8 + 1
+    assert rows["own verdicts, P(yes) AUC"] == ["n/a", "62.5%"]
+    assert len(table) == 1 + 1 + len(TAGS) + 9 + 1
 
 
 def _short_pipeline(run_dir: Path, tiny_checkpoint: Path, rl_overrides) -> list[str]:

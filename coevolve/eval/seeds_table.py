@@ -31,7 +31,10 @@ METRICS = (
     # always gives one answer, whatever the share of bad images).
     ("own verdicts, P(yes), balanced", lambda f: f["verdict_accuracy_own"]["p_yes"]["balanced_accuracy"]),
     ("own verdicts, verdict text, balanced", lambda f: f["verdict_accuracy_own"]["text"]["balanced_accuracy"]),
+    # AUC: does P(yes) rank accepted images above rejected ones, wherever the 0.5 threshold sits
+    ("own verdicts, P(yes) AUC", lambda f: f["verdict_accuracy_own"]["p_yes"].get("auc")),
     ("held-out verdicts, P(yes) > 0.5", lambda f: f["verdict_accuracy_heldout"]["p_yes"]["accuracy"]),
+    ("held-out verdicts, P(yes) AUC", lambda f: f["verdict_accuracy_heldout"]["p_yes"].get("auc")),
     ("caption accuracy", lambda f: f["caption_accuracy"]["accuracy"]),
     # .get: records written before these figures existed show n/a
     ("captions naming the objects", lambda f: f.get("caption_objects", {}).get("accuracy")),

@@ -227,13 +227,25 @@ def _accuracy(correct: list[bool], tags: list[str]) -> dict:
     }
 
 
-def _verdict_accuracy(correct: list[bool], truth: list[bool], tags: list[str]) -> dict:
+def _verdict_accuracy(correct: list[bool], truth: list[bool], tags: list[str], p_yes: list[float] | None = None) -> dict:
     """`_accuracy` of verdicts, plus `balanced_accuracy`: the mean of the accuracy on images the
     verifier accepts and on those it rejects (None when either is absent). A judge that always
-    answers the majority verdict scores the majority's share in `accuracy` and 0.5 here."""
+    answers the majority verdict scores the majority's share in `accuracy` and 0.5 here.
+
+    Given the verdicts' P(yes), also `auc`: the chance that an accepted image gets a higher P(yes)
+    than a rejected one (ties count half; None when either class is absent). It says whether the
+    self-check tells the classes apart at all, wherever its threshold sits: a judge whose P(yes)
+    ranks perfectly but lies below 0.5 everywhere has balanced accuracy 0.5 and AUC 1."""
     per_class = [[c for c, t in zip(correct, truth) if t == side] for side in (True, False)]
     balanced = None if not all(per_class) else sum(sum(flags) / len(flags) for flags in per_class) / 2
-    return {**_accuracy(correct, tags), "balanced_accuracy": balanced}
+    out = {**_accuracy(correct, tags), "balanced_accuracy": balanced}
+    if p_yes is not None:
+        accepted = [p for p, t in zip(p_yes, truth) if t]
+        rejected = [p for p, t in zip(p_yes, truth) if not t]
+        pairs = len(accepted) * len(rejected)
+        wins = sum((a > r) + 0.5 * (a == r) for a in accepted for r in rejected)
+        out["auc"] = wins / pairs if pairs else None
+    return out
 
 
 def _rate(flags: list[bool]) -> float | None:
@@ -259,7 +271,9 @@ def _trajectory_figures(rows: list[dict]) -> dict:
         "verdict_accuracy_own": {
             # An unparsable verdict agrees with nothing: it counts as wrong.
             "text": _verdict_accuracy([row["verdict_says_yes"] == ok for row, ok in zip(rows, truth)], truth, tags),
-            "p_yes": _verdict_accuracy([(row["p_yes"] > 0.5) == ok for row, ok in zip(rows, truth)], truth, tags),
+            "p_yes": _verdict_accuracy(
+                [(row["p_yes"] > 0.5) == ok for row, ok in zip(rows, truth)], truth, tags, [row["p_yes"] for row in rows]
+            ),
             "verifier_positive": sum(truth),
             "verifier_negative": len(truth) - sum(truth),
         },
@@ -308,7 +322,7 @@ def _heldout_verdicts(adapter: JanusAdapter, config: ShapesEvalConfig, generator
     truth = [example.satisfies for example in examples]
     tags = [example.tag for example in examples]
     return {
-        "p_yes": _verdict_accuracy([(p > 0.5) == ok for p, ok in zip(p_yes, truth)], truth, tags),
+        "p_yes": _verdict_accuracy([(p > 0.5) == ok for p, ok in zip(p_yes, truth)], truth, tags, p_yes),
         "text": _verdict_accuracy([v is not None and v.matches == ok for v, ok in zip(verdicts, truth)], truth, tags),
         "positives": sum(truth),
         "negatives": len(truth) - sum(truth),

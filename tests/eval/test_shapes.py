@@ -181,6 +181,7 @@ def test_format_and_figures_of_a_corrected_trajectory():
     assert own["verifier_positive"] == own["verifier_negative"] == 1
     assert own["text"]["per_category"]["colors"]["n"] == 2 and own["text"]["per_category"]["position"]["n"] == 0
     assert own["text"]["balanced_accuracy"] == 1.0 and own["p_yes"]["balanced_accuracy"] == 0.5
+    assert own["p_yes"]["auc"] == 0.5  # the same P(yes) for both images: a tie
 
 
 def test_balanced_verdict_accuracy_exposes_a_judge_that_always_says_no():
@@ -192,6 +193,18 @@ def test_balanced_verdict_accuracy_exposes_a_judge_that_always_says_no():
     mixed = [True, True, False] + [True] * 6 + [False]
     assert _verdict_accuracy(mixed, truth, ["colors"] * 10)["balanced_accuracy"] == pytest.approx((2 / 3 + 6 / 7) / 2)
     assert _verdict_accuracy([True, False], [True, True], ["colors"] * 2)["balanced_accuracy"] is None  # one class only
+
+
+def test_auc_ranks_p_yes_wherever_the_threshold_sits():
+    truth = [True, True, False, False, False]
+    # Every P(yes) below 0.5, so every verdict is No: balanced accuracy 0.5, but the accepted
+    # images rank above the rejected ones in 5 of 6 pairs and tie in 1 (0.30 vs 0.30).
+    p_yes = [0.40, 0.30, 0.30, 0.20, 0.10]
+    figures = _verdict_accuracy([(p > 0.5) == ok for p, ok in zip(p_yes, truth)], truth, ["colors"] * 5, p_yes)
+    assert figures["balanced_accuracy"] == 0.5
+    assert figures["auc"] == pytest.approx(5.5 / 6)
+    assert _verdict_accuracy([True], [True], ["colors"], [0.9])["auc"] is None  # one class only
+    assert "auc" not in _verdict_accuracy([True], [True], ["colors"])  # sampled verdicts have no P(yes)
 
 
 @pytest.mark.slow

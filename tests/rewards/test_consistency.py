@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -101,3 +103,66 @@ def test_a_yes_no_judge_as_the_judge(tiny_checkpoint):
     out = SelfConsistency(judge=judge).score(sample)
     selves = np.array([t.info["p_yes"] for t in sample])
     np.testing.assert_allclose(out.scores, 1 - np.abs(p - selves), rtol=1e-6)
+
+
+def _one_answer(examples, says_yes: bool) -> list[Trajectory]:
+    return [_trajectory(example, i, says_yes, 0.9 if says_yes else 0.1) for i, example in enumerate(examples)]
+
+
+def test_balanced_classes_pay_every_constant_answer_the_same_and_honesty_more():
+    examples = [e for e in EXAMPLES if e.satisfies][:3] + [e for e in EXAMPLES if not e.satisfies][:1]
+    scorer = SelfConsistency(judge={"name": "shapes_verifier"}, self_source="verdict", balance_classes=True)
+    always_yes = scorer.score(_one_answer(examples, True))
+    always_no = scorer.score(_one_answer(examples, False))
+    # n = 4 samples, k = 2 classes: matching images weigh 4 / (2 * 3), the violating one 4 / (2 * 1)
+    np.testing.assert_allclose(always_yes.scores, [2 / 3, 2 / 3, 2 / 3, 0.0])
+    np.testing.assert_allclose(always_no.scores, [0.0, 0.0, 0.0, 2.0])
+    assert np.mean(always_yes.scores) == pytest.approx(0.5) and np.mean(always_no.scores) == pytest.approx(0.5)
+    assert [d["weight"] for d in always_no.details] == pytest.approx([2 / 3, 2 / 3, 2 / 3, 2.0])
+    honest = scorer.score([_trajectory(e, i, e.satisfies, 0.5) for i, e in enumerate(examples)])
+    assert np.mean(honest.scores) == pytest.approx(1.0)
+    unbalanced = SelfConsistency(judge={"name": "shapes_verifier"}, self_source="verdict")
+    assert np.mean(unbalanced.score(_one_answer(examples, True)).scores) == pytest.approx(0.75)
+
+
+def test_balanced_classes_with_one_class_weigh_one():
+    examples = [e for e in EXAMPLES if not e.satisfies][:3]
+    scorer = SelfConsistency(judge={"name": "shapes_verifier"}, self_source="verdict", balance_classes=True)
+    np.testing.assert_allclose(scorer.score(_one_answer(examples, False)).scores, [1.0, 1.0, 1.0])
+
+
+def test_balanced_classes_refuse_a_graded_judge_naming_the_samples():
+    scorer = SelfConsistency(judge={"name": "shapes_verifier", "graded": True}, balance_classes=True)
+    two_object = [e for e in EXAMPLES if e.tag == "two_object" and not e.satisfies][:1]
+    graded = scorer.judge.score(_one_answer(two_object, True)).scores
+    assert 0.0 < graded[0] < 1.0  # a violating two-object scene meets some of its clauses
+    with pytest.raises(ValueError, match=r"balance_classes needs a yes/no judge.*case0/yes"):
+        scorer.score(_one_answer(two_object, True))
+
+
+def test_a_constant_self_check_gets_no_net_push_when_balanced_and_batch_scaled():
+    """The policy-gradient push on the answer: the sum of the advantages of Yes answers.
+
+    Groups hold images of one class (two violating groups, one matching), each with one Yes and one
+    No answer, the state of a self-check that cannot tell the classes apart. Group-scaled plain
+    agreement pushes it towards the majority's answer (No); balanced and batch-scaled, not at all."""
+    from rewards import RewardTerm, RewardTerms
+
+    matching = [e for e in EXAMPLES if e.satisfies][:1]
+    violating = [e for e in EXAMPLES if not e.satisfies][:2]
+    trajectories = []
+    for g, example in enumerate(violating + matching):
+        for says_yes in (True, False):
+            t = _trajectory(example, g, says_yes, 0.5)
+            trajectories.append(t)
+
+    def push(balance: bool, scale: str) -> float:
+        scorer = SelfConsistency(judge={"name": "shapes_verifier"}, self_source="verdict", balance_classes=balance)
+        terms = RewardTerms([RewardTerm("sc", scorer, 1.0, (VERDICT,), scale_rewards=scale)])
+        advantages = terms(trajectories).advantages[VERDICT]
+        return float(sum(a for a, t in zip(advantages, trajectories) if t.id.endswith("/yes")))
+
+    # plain, group std: each group's pair gets -+0.707 (mean-centred 0/1 over std 0.707); 2 No groups, 1 Yes
+    assert push(False, "group") == pytest.approx(-1 / math.sqrt(2), abs=1e-3)
+    assert push(True, "batch") == pytest.approx(0.0, abs=1e-12)
+    assert push(True, "group") == pytest.approx(-1 / math.sqrt(2), abs=1e-3)  # the group's std divides the weights out

@@ -274,8 +274,39 @@ def test_from_config_checks_every_spec_before_building_any():
         (TermConfig(scorer={"name": "shapes_verifier"}, segments=[IMAGE], timeout_s=0), "reward.terms.t.timeout_s"),
         (TermConfig(scorer={}, segments=[IMAGE]), "reward.terms.t.scorer is empty"),
         (TermConfig(scorer={"name": "shapes_verifier"}, segments=[IMAGE], weight=math.nan), "reward.terms.t.weight"),
+        (
+            TermConfig(scorer={"name": "shapes_verifier"}, segments=[IMAGE], scale_rewards="prompt"),
+            "reward.terms.t.scale_rewards must be one of",
+        ),
     ],
 )
 def test_bad_term_config_is_named(term, message):
     with pytest.raises(ValueError, match=message):
         RewardConfig(terms={"t": term})
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"multi_objective_aggregation": "sum_then_normalize"}, r"reward.terms.t.scale_rewards is set, but .*sum_then"),
+        ({"advantage_estimator": "dr_grpo", "scale_rewards": "none"}, r"reward.terms.t.scale_rewards='batch'"),
+    ],
+)
+def test_a_term_scale_that_the_aggregation_or_estimator_contradicts_is_named(settings, message):
+    term = TermConfig(scorer={"name": "shapes_verifier"}, segments=[IMAGE], scale_rewards="batch")
+    with pytest.raises(ValueError, match=message):
+        RewardConfig(terms={"t": term}, **settings)
+
+
+def test_a_term_scale_overrides_the_runs_for_that_term_only():
+    trajectories = batch({"a": [1.0, 0.0, 0.5], "b": [2.0, 2.0, 0.0]})
+    values = np.array([1.0, 0.0, 0.5, 2.0, 2.0, 0.0])
+    groups = np.array(["a"] * 3 + ["b"] * 3)
+    out = terms(
+        ("grouped", Lookup(), 1.0, [IMAGE], {}),
+        ("batched", Lookup(), 1.0, [VERDICT], {"scale_rewards": "batch"}),
+        scale_rewards="group",
+    )(trajectories)
+    np.testing.assert_allclose(out.advantages[IMAGE], normalize(values, groups, "group"))
+    np.testing.assert_allclose(out.advantages[VERDICT], normalize(values, groups, "batch"))
+    assert not np.allclose(out.advantages[IMAGE], out.advantages[VERDICT])
