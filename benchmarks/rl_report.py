@@ -26,6 +26,7 @@ METRICS = (
     "eval/verdict_accuracy_own/p_yes/balanced_accuracy",
     "eval/verdict_accuracy_own/text/balanced_accuracy",
     "eval/verdict_accuracy_own/p_yes/auc",
+    "eval/verdict_accuracy_own/p_yes/auc_within_category",
     "eval/verdict_accuracy_heldout/p_yes/auc",
     "eval/verdict_accuracy_heldout/p_yes",
     "eval/verdict_accuracy_heldout/text",

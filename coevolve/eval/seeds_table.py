@@ -33,6 +33,8 @@ METRICS = (
     ("own verdicts, verdict text, balanced", lambda f: f["verdict_accuracy_own"]["text"]["balanced_accuracy"]),
     # AUC: does P(yes) rank accepted images above rejected ones, wherever the 0.5 threshold sits
     ("own verdicts, P(yes) AUC", lambda f: f["verdict_accuracy_own"]["p_yes"].get("auc")),
+    # … over pairs of one category: what knowing which prompts one fails cannot raise
+    ("own verdicts, P(yes) AUC within a category", lambda f: f["verdict_accuracy_own"]["p_yes"].get("auc_within_category")),
     ("held-out verdicts, P(yes) > 0.5", lambda f: f["verdict_accuracy_heldout"]["p_yes"]["accuracy"]),
     ("held-out verdicts, P(yes) AUC", lambda f: f["verdict_accuracy_heldout"]["p_yes"].get("auc")),
     ("caption accuracy", lambda f: f["caption_accuracy"]["accuracy"]),

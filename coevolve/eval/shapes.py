@@ -235,17 +235,29 @@ def _verdict_accuracy(correct: list[bool], truth: list[bool], tags: list[str], p
     Given the verdicts' P(yes), also `auc`: the chance that an accepted image gets a higher P(yes)
     than a rejected one (ties count half; None when either class is absent). It says whether the
     self-check tells the classes apart at all, wherever its threshold sits: a judge whose P(yes)
-    ranks perfectly but lies below 0.5 everywhere has balanced accuracy 0.5 and AUC 1."""
+    ranks perfectly but lies below 0.5 everywhere has balanced accuracy 0.5 and AUC 1. And
+    `auc_within_category`: the same over pairs of one category only. On the model's own images the
+    classes are unevenly spread over categories (its counting images are mostly wrong), so a
+    self-check can raise `auc` by knowing which prompts it fails, without looking at the image;
+    within a category that prior is no help."""
     per_class = [[c for c, t in zip(correct, truth) if t == side] for side in (True, False)]
     balanced = None if not all(per_class) else sum(sum(flags) / len(flags) for flags in per_class) / 2
     out = {**_accuracy(correct, tags), "balanced_accuracy": balanced}
     if p_yes is not None:
-        accepted = [p for p, t in zip(p_yes, truth) if t]
-        rejected = [p for p, t in zip(p_yes, truth) if not t]
-        pairs = len(accepted) * len(rejected)
-        wins = sum((a > r) + 0.5 * (a == r) for a in accepted for r in rejected)
-        out["auc"] = wins / pairs if pairs else None
+        out["auc"] = _auc(p_yes, truth, [None] * len(truth))
+        out["auc_within_category"] = _auc(p_yes, truth, tags)
     return out
+
+
+def _auc(p_yes: list[float], truth: list[bool], strata: list) -> float | None:
+    """P(an accepted image's P(yes) > a rejected one's), ties half, over pairs of one stratum."""
+    wins = pairs = 0.0
+    for stratum in set(strata):
+        accepted = [p for p, t, s in zip(p_yes, truth, strata) if t and s == stratum]
+        rejected = [p for p, t, s in zip(p_yes, truth, strata) if not t and s == stratum]
+        wins += sum((a > r) + 0.5 * (a == r) for a in accepted for r in rejected)
+        pairs += len(accepted) * len(rejected)
+    return wins / pairs if pairs else None
 
 
 def _rate(flags: list[bool]) -> float | None:

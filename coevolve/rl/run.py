@@ -126,8 +126,9 @@ def _eval_scalars(figures: dict) -> dict[str, float]:
             out[f"eval/{key}/{source}"] = figures[key][source]["accuracy"]
             if (balanced := figures[key][source]["balanced_accuracy"]) is not None:  # None: one class only
                 out[f"eval/{key}/{source}/balanced_accuracy"] = balanced
-        if (auc := figures[key]["p_yes"].get("auc")) is not None:
-            out[f"eval/{key}/p_yes/auc"] = auc
+        for name in ("auc", "auc_within_category"):
+            if (auc := figures[key]["p_yes"].get(name)) is not None:
+                out[f"eval/{key}/p_yes/{name}"] = auc
     out["eval/format_rate"] = figures["format_rate"]["rate"]
     if figures.get("reconstruction") is not None:
         out["eval/reconstruction"] = figures["reconstruction"]["mean_similarity"]

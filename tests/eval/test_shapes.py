@@ -204,6 +204,20 @@ def test_auc_ranks_p_yes_wherever_the_threshold_sits():
     assert figures["balanced_accuracy"] == 0.5
     assert figures["auc"] == pytest.approx(5.5 / 6)
     assert _verdict_accuracy([True], [True], ["colors"], [0.9])["auc"] is None  # one class only
+
+
+def test_auc_within_a_category_sees_through_a_category_prior():
+    # The judge knows that its counting images fail and its colour images pass, and nothing more:
+    # P(yes) depends on the category alone. Over all pairs that ranks well; within a category, ties.
+    tags = ["colors"] * 4 + ["counting"] * 4
+    truth = [True, True, True, False, True, False, False, False]
+    p_yes = [0.8] * 4 + [0.2] * 4
+    figures = _verdict_accuracy([(p > 0.5) == ok for p, ok in zip(p_yes, truth)], truth, tags, p_yes)
+    assert figures["auc"] == pytest.approx((3 * 3 + 0.5 * 3 * 1 + 0.5 * 1 * 3) / 16)  # 9 wins and 6 ties in 16 pairs
+    assert figures["auc_within_category"] == 0.5
+    # A judge that also reads the image ranks within each category too.
+    seeing = [0.9, 0.9, 0.9, 0.7, 0.3, 0.1, 0.1, 0.1]
+    assert _verdict_accuracy([True] * 8, truth, tags, seeing)["auc_within_category"] == 1.0
     assert "auc" not in _verdict_accuracy([True], [True], ["colors"])  # sampled verdicts have no P(yes)
 
 
