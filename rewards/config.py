@@ -18,6 +18,18 @@ ON_ERROR = ("raise", "drop_group")
 AGGREGATIONS = ("normalize_then_sum", "sum_then_normalize")
 
 
+def check_term_scale(scale_rewards: str | None, aggregation: str, advantage_estimator: str, where: str) -> None:
+    """A term's own `scale_rewards` (None: the run's) must suit the aggregation and the estimator."""
+    if scale_rewards is None:
+        return
+    if aggregation != "normalize_then_sum":
+        raise ValueError(
+            f"{where}scale_rewards is set, but multi_objective_aggregation={aggregation!r} normalises the sum "
+            f"of the terms, not each term; remove it or use normalize_then_sum"
+        )
+    check_estimator(advantage_estimator, scale_rewards, where=where)
+
+
 @dataclass
 class TermConfig:
     """One reward term: a scorer, its weight, and the segments whose tokens it trains."""
@@ -118,13 +130,7 @@ class RewardConfig:
             )
         for name, term in self.terms.items():
             term.validate(f"reward.terms.{name}")
-            if term.scale_rewards is None:
-                continue
-            if self.multi_objective_aggregation != "normalize_then_sum":
-                raise ValueError(
-                    f"reward.terms.{name}.scale_rewards is set, but reward.multi_objective_aggregation="
-                    f"{self.multi_objective_aggregation!r} normalises the sum of the terms, not each term; "
-                    f"remove it or use normalize_then_sum"
-                )
-            check_estimator(self.advantage_estimator, term.scale_rewards, where=f"reward.terms.{name}.")
+            check_term_scale(
+                term.scale_rewards, self.multi_objective_aggregation, self.advantage_estimator, f"reward.terms.{name}."
+            )
         self.check.validate("reward.check")

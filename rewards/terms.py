@@ -48,7 +48,7 @@ import numpy as np
 from coevolve.trajectory import Trajectory
 from rewards.advantages import check_estimator, check_loo_groups, normalize, zero_spread_groups
 from rewards.base import ScoreBatch, Scorer, ScorerError, build_scorer, class_path, resolve_scorer_spec
-from rewards.config import AGGREGATIONS, ON_ERROR, RewardConfig
+from rewards.config import AGGREGATIONS, ON_ERROR, RewardConfig, check_term_scale
 
 
 @dataclass
@@ -151,14 +151,9 @@ class RewardTerms:
             raise ValueError(f"multi_objective_aggregation must be one of {AGGREGATIONS}")
         check_estimator(advantage_estimator, scale_rewards)
         for term in terms:
-            if term.scale_rewards is None:
-                continue
-            if multi_objective_aggregation != "normalize_then_sum":
-                raise ValueError(
-                    f"reward term {term.name!r} sets scale_rewards, but {multi_objective_aggregation} does not "
-                    f"normalise terms one by one"
-                )
-            check_estimator(advantage_estimator, term.scale_rewards, where=f"reward term {term.name!r}: ")
+            check_term_scale(
+                term.scale_rewards, multi_objective_aggregation, advantage_estimator, f"reward term {term.name!r}: "
+            )
         self.terms = list(terms)
         self.aggregation, self.scale_rewards = multi_objective_aggregation, scale_rewards
         self.advantage_estimator, self.drop_zero_spread_groups = advantage_estimator, bool(drop_zero_spread_groups)

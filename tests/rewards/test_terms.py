@@ -298,6 +298,11 @@ def test_a_term_scale_that_the_aggregation_or_estimator_contradicts_is_named(set
         RewardConfig(terms={"t": term}, **settings)
 
 
+def test_a_term_scale_is_checked_when_terms_are_built_by_hand_too():
+    with pytest.raises(ValueError, match=r"reward term 'x': scale_rewards is set, but .*sum_then_normalize"):
+        terms(("x", Lookup(), 1.0, [IMAGE], {"scale_rewards": "batch"}), multi_objective_aggregation="sum_then_normalize")
+
+
 def test_a_term_scale_overrides_the_runs_for_that_term_only():
     trajectories = batch({"a": [1.0, 0.0, 0.5], "b": [2.0, 2.0, 0.0]})
     values = np.array([1.0, 0.0, 0.5, 2.0, 2.0, 0.0])
