@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from coevolve.trajectory import SEGMENT_NAMES
-from rewards.advantages import SCALE_REWARDS, check_estimator
+from rewards.advantages import check_estimator
 
 ON_ERROR = ("raise", "drop_group")
 AGGREGATIONS = ("normalize_then_sum", "sum_then_normalize")
@@ -69,8 +69,6 @@ class TermConfig:
             raise ValueError(f"{where}.on_error must be one of {ON_ERROR}, got {self.on_error!r}")
         if self.timeout_s is not None and not self.timeout_s > 0:
             raise ValueError(f"{where}.timeout_s must be positive or null, got {self.timeout_s}")
-        if self.scale_rewards is not None and self.scale_rewards not in SCALE_REWARDS:
-            raise ValueError(f"{where}.scale_rewards must be one of {SCALE_REWARDS} or null, got {self.scale_rewards!r}")
 
 
 @dataclass
