@@ -2,8 +2,8 @@
 
 - `base`: the `Scorer` interface, `ScoreBatch`, `ScorerError`, the registry and `build_scorer`;
 - built-in scorers: `shapes_verifier`, `yes_no_judge` (`judge`), `self_consistency`
-  (`consistency`), `reconstruction` (with the image similarities of `similarity`), `clip_score`
-  (`clip`), `introspective_format` and `shapes_caption_format` (`format`);
+  (`consistency`), `reconstruction` and `caption_reconstruction` (with the image similarities of
+  `similarity`), `clip_score` (`clip`), `introspective_format` and `shapes_caption_format` (`format`);
 - `config` + `terms`: reward terms (scorer, weight, trained segments, failure policy) and
   `RewardTerms`, which turns a batch of `coevolve.trajectory.Trajectory` into `Rewards`;
 - `advantages`: the group baselines and scales (`normalize`: grpo, dr_grpo, rloo ×
@@ -21,16 +21,19 @@ from rewards.config import RewardCheckConfig, RewardConfig, TermConfig
 from rewards.consistency import SelfConsistency
 from rewards.format import IntrospectiveFormat, ShapesCaptionFormat
 from rewards.judge import YesNoJudge
-from rewards.reconstruction import Reconstruction
+from rewards.reconstruction import DECODERS, CaptionDecoder, CaptionReconstruction, Reconstruction
 from rewards.shapes_verifier import ShapesVerifier
 from rewards.similarity import EMBEDDERS, ImageSimilarity
 from rewards.terms import Rewards, RewardTerm, RewardTerms
 
 __all__ = [
     "ADVANTAGE_ESTIMATORS",
+    "DECODERS",
     "EMBEDDERS",
     "FINAL",
     "SCORERS",
+    "CaptionDecoder",
+    "CaptionReconstruction",
     "ClipScore",
     "ImageSimilarity",
     "IntrospectiveFormat",

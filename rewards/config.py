@@ -35,7 +35,7 @@ class TermConfig:
     """One reward term: a scorer, its weight, and the segments whose tokens it trains."""
 
     # The scorer: `{name: BUILTIN, **kwargs}` (shapes_verifier, yes_no_judge, self_consistency, introspective_format, shapes_caption_format,
-    # reconstruction, clip_score) or `{_target_: my_module.MyScorer, **kwargs}` (rewards/base.py).
+    # reconstruction, caption_reconstruction, clip_score) or `{_target_: my_module.MyScorer, **kwargs}` (rewards/base.py).
     scorer: dict[str, Any] = field(default_factory=dict)
     # Multiplies the term's normalised score (normalize_then_sum) or raw score (sum_then_normalize).
     weight: float = 1.0

@@ -11,20 +11,30 @@ model said about the same image:
 A verdict that does not parse has no Yes/No to compare: by default that is an error naming the
 sample; `unparsed_score` sets an explicit score for it instead (a format penalty).
 
-`balance_classes: true` weights each sample by the inverse frequency, in the batch scored, of its
-image's class under the judge (matches / does not match), so that the batch mean is the balanced
-agreement. Without it, a self-check that cannot tell the classes apart earns most by giving the
-majority answer to everything, and the policy gradient drives it there (the shapes recipe's RL
-did: P(yes) < 0.5 for every image, balanced accuracy exactly 50%); with it, every constant answer
-earns the same, and only telling the classes apart pays. It needs a yes/no judge (scores 0 or 1)
-and a term whose advantages are not divided by the group's std (`scale_rewards: batch` or `none`
-on the term): most groups hold images of one class, and dividing by their std divides the weight
-out again.
+`balance_classes` weights each sample by the inverse frequency of its image's class under the
+judge (matches / does not match), so that a constant answer earns exactly what its opposite earns.
+Without it, a self-check that cannot tell the classes apart earns most by giving the majority
+answer to everything, and the policy gradient drives it there (the shapes recipe's RL did: P(yes)
+< 0.5 for every image, balanced accuracy exactly 50%). Two scopes:
+
+- `batch`: the frequencies of the whole batch scored (its mean is then the balanced agreement).
+  An answer that follows the *prompt* still pays: a category the policy mostly fails is answered
+  No, one it mostly draws right Yes — the shapes recipe's RL learned exactly that (own P(yes) AUC
+  0.41 -> 0.80 pooled, 0.45 -> 0.57 within a category, held-out at chance; README "Ninth round").
+- `group`: the frequencies within each group (the images of one prompt); a group whose images
+  are all of one class weighs 0, since all it can teach is its prompt's prior. What differs
+  between images of the same prompt is then the only thing that pays: for an answer that ignores
+  the image the expected policy-gradient push is exactly zero in every group.
+
+Either needs a yes/no judge (scores 0 or 1) and a term whose advantages are not divided by the
+group's std (`scale_rewards: batch` or `none` on the term): the std of a group is computed from
+the sampled answers, so dividing by it brings back a push towards the group's majority answer.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 
 from coevolve.model.introspection import parse_verdict
@@ -32,6 +42,7 @@ from coevolve.trajectory import VERDICT, Trajectory
 from rewards.base import ScoreBatch, Scorer, build_scorer, register_scorer
 
 SELF_SOURCES = ("p_yes", "verdict")
+BALANCE_SCOPES = ("none", "batch", "group")
 
 
 @register_scorer("self_consistency")
@@ -44,12 +55,14 @@ class SelfConsistency(Scorer):
         self_source: "p_yes" (`info["p_yes"]`) or "verdict" (the parsed verdict segment).
         unparsed_score: with `self_source: verdict`, the score of a verdict that does not parse;
             None (default) makes such a verdict an error.
-        balance_classes: weight each score by n / (k * n_c), n_c the number of samples of its
-            image's class among the n scored, k the number of classes present (module doc).
+        balance_classes: "none", or weight each score by n / (k * n_c), n_c the number of samples
+            of its image's class among the n of its scope ("batch": all scored; "group": its
+            prompt's group, where k = 1 weighs 0), k the number of classes there (module doc).
     """
 
     nested_scorers = ("judge",)
-    # The class frequencies of `balance_classes` are those of the whole batch: never score parts.
+    # The class frequencies of `balance_classes` are those of the whole batch or of whole groups:
+    # never score parts.
     max_concurrency = 1
 
     def __init__(
@@ -57,7 +70,7 @@ class SelfConsistency(Scorer):
         judge: Mapping | Scorer,
         self_source: str = "p_yes",
         unparsed_score: float | None = None,
-        balance_classes: bool = False,
+        balance_classes: str = "none",
     ):
         if self_source not in SELF_SOURCES:
             raise ValueError(f"self_consistency: self_source must be one of {SELF_SOURCES}, got {self_source!r}")
@@ -66,8 +79,8 @@ class SelfConsistency(Scorer):
         if unparsed_score is not None and not math.isfinite(unparsed_score):
             raise ValueError(f"self_consistency: unparsed_score must be finite, got {unparsed_score}")
         self.judge = build_scorer(judge, "self_consistency.judge")
-        if not isinstance(balance_classes, bool):
-            raise TypeError(f"self_consistency: balance_classes must be true or false, got {balance_classes!r}")
+        if balance_classes not in BALANCE_SCOPES:
+            raise ValueError(f"self_consistency: balance_classes must be one of {BALANCE_SCOPES}, got {balance_classes!r}")
         self.self_source, self.unparsed_score, self.balance_classes = self_source, unparsed_score, balance_classes
         self.device = self.judge.device
         self.num_cpus = self.judge.num_cpus
@@ -101,12 +114,13 @@ class SelfConsistency(Scorer):
         bad = [t.id for t, s in zip(trajectories, judge_scores) if not 0.0 <= s <= 1.0]
         if bad:
             raise ValueError(f"judge {self.judge!r} gave scores outside [0, 1] (or NaN) for {bad}")
-        weights = self._class_weights(trajectories, judge_scores) if self.balance_classes else [1.0] * len(trajectories)
+        balanced = self.balance_classes != "none"
+        weights = self._class_weights(trajectories, judge_scores) if balanced else [1.0] * len(trajectories)
         scores, details = [], []
         for own, judge, weight in zip(selves, judge_scores, weights):
             agreement = self.unparsed_score if own is None else 1.0 - abs(judge - own)
             scores.append(weight * agreement)
-            details.append({"judge": judge, "self": own} | ({"weight": weight} if self.balance_classes else {}))
+            details.append({"judge": judge, "self": own} | ({"weight": weight} if balanced else {}))
         return ScoreBatch(scores, details)
 
     def _class_weights(self, trajectories: Sequence[Trajectory], judge_scores: Sequence[float]) -> list[float]:
@@ -116,5 +130,14 @@ class SelfConsistency(Scorer):
                 f"self_consistency: balance_classes needs a yes/no judge (scores 0 or 1); judge {self.judge!r} "
                 f"gave graded scores for {graded}"
             )
-        counts = {label: judge_scores.count(label) for label in set(judge_scores)}
-        return [len(judge_scores) / (len(counts) * counts[s]) for s in judge_scores]
+        scopes = [t.group for t in trajectories] if self.balance_classes == "group" else [None] * len(trajectories)
+        counts = Counter(zip(scopes, judge_scores))
+        classes = Counter(scope for scope, _ in counts)  # the number of classes present in each scope
+        sizes = Counter(scopes)
+        weights = []
+        for scope, label in zip(scopes, judge_scores):
+            if self.balance_classes == "group" and classes[scope] == 1:
+                weights.append(0.0)
+            else:
+                weights.append(sizes[scope] / (classes[scope] * counts[scope, label]))
+        return weights

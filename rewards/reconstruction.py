@@ -6,15 +6,59 @@ pluggable embedder (`rewards/similarity.py`): `clip`, `policy` (both need `model
 `pixels`, `shapes`, or any `ImageSimilarity` object (e.g. `embedder: {_target_: my.Similarity}`).
 The same score trains the caption in UAE's "generation for understanding" stage and the image in
 "understanding for generation": which one is the reward term's `segments`.
+
+`caption_reconstruction`: the caption redrawn by a *frozen* decoder instead (UAE's first stage,
+whose decoder is a fixed generator: the reward is then a function of the caption alone). A
+decoder that follows captions pays for every object a caption gets right; the policy's own
+generator in the tiny checkpoint does not (it redraws a caption's first object as well as the
+whole caption: `benchmarks/redraw_probe.py`), so training captions on its redraws shrinks them
+to one object (README, "UAE after the eighth round"). Decoders (`DECODERS`, or any
+`CaptionDecoder` object):
+
+- `shapes`: the shapes world's renderer draws what a caption in the world's grammar says, at
+  random places keeping its relation (`scene_of_caption`); the world's stand-in for a strong
+  frozen text-to-image model, as the verifier stands in for a judge. A caption it cannot draw
+  (outside the grammar, more objects than a scene holds) is an error naming the sample, unless
+  `unparsed_score` sets its score.
 """
 
 from __future__ import annotations
 
+import math
+import zlib
 from collections.abc import Sequence
 
-from coevolve.trajectory import IMAGE, Trajectory
+import numpy as np
+from PIL import Image
+
+from coevolve.data.shapes.describe import scene_of_caption
+from coevolve.data.shapes.scene import render
+from coevolve.trajectory import CAPTION, IMAGE, Trajectory
 from rewards.base import ScoreBatch, Scorer, check_segment_name, register_scorer, select_image
 from rewards.similarity import EMBEDDERS, ImageSimilarity
+
+
+def build_similarity(
+    embedder: str | ImageSimilarity, model_path: str | None, batch_size: int | None, device: str | None, owner: str
+) -> tuple[ImageSimilarity, str]:
+    """The image similarity `embedder` names (or the given one) and the device it runs on."""
+    model_options = {"model_path": model_path, "batch_size": batch_size, "device": device}
+    given = [key for key, value in model_options.items() if value is not None]
+    if isinstance(embedder, ImageSimilarity):
+        if given:
+            raise ValueError(f"{owner}: {given} configure the named embedders; the given one is built")
+        return embedder, "cpu"
+    if embedder not in EMBEDDERS:
+        raise ValueError(f"{owner}: unknown embedder {embedder!r}; expected one of {', '.join(EMBEDDERS)}")
+    cls = EMBEDDERS[embedder]
+    if not cls.needs_model:
+        if given:
+            raise ValueError(f"{owner}: embedder {embedder!r} uses no model; remove {given}")
+        return cls(), "cpu"
+    if model_path is None:
+        raise ValueError(f"{owner}: embedder {embedder!r} needs model_path")
+    device = device or "cpu"
+    return cls(model_path, device=device, batch_size=batch_size or 32), device
 
 
 @register_scorer("reconstruction")
@@ -38,25 +82,7 @@ class Reconstruction(Scorer):
         device: str | None = None,
     ):
         self.segment = check_segment_name(segment, "reconstruction")
-        model_options = {"model_path": model_path, "batch_size": batch_size, "device": device}
-        given = [key for key, value in model_options.items() if value is not None]
-        if isinstance(embedder, ImageSimilarity):
-            if given:
-                raise ValueError(f"reconstruction: {given} configure the named embedders; the given one is built")
-            self.similarity = embedder
-        elif embedder in EMBEDDERS:
-            cls = EMBEDDERS[embedder]
-            if cls.needs_model:
-                if model_path is None:
-                    raise ValueError(f"reconstruction: embedder {embedder!r} needs model_path")
-                self.device = device or "cpu"
-                self.similarity = cls(model_path, device=self.device, batch_size=batch_size or 32)
-            elif given:
-                raise ValueError(f"reconstruction: embedder {embedder!r} uses no model; remove {given}")
-            else:
-                self.similarity = cls()
-        else:
-            raise ValueError(f"reconstruction: unknown embedder {embedder!r}; expected one of {', '.join(EMBEDDERS)}")
+        self.similarity, self.device = build_similarity(embedder, model_path, batch_size, device, "reconstruction")
 
     def score(self, trajectories: Sequence[Trajectory]) -> ScoreBatch:
         missing = [t.id for t in trajectories if t.source_image is None]
@@ -64,3 +90,88 @@ class Reconstruction(Scorer):
             raise ValueError(f"reconstruction: trajectories {missing} have no source_image")
         sources = [t.source_image for t in trajectories]
         return ScoreBatch(self.similarity(sources, [select_image(t, self.segment) for t in trajectories]))
+
+
+class CaptionDecoder:
+    """A frozen caption -> image generator: `__call__(captions, seeds)` gives one image per
+    caption (drawn under its seed), or None for a caption it cannot draw."""
+
+    def __call__(self, captions: Sequence[str], seeds: Sequence[int]) -> list[Image.Image | None]:
+        raise NotImplementedError
+
+
+class ShapesCaptionDecoder(CaptionDecoder):
+    """The shapes world's renderer of a caption (`scene_of_caption`); see the module docstring."""
+
+    def __call__(self, captions, seeds):
+        scenes = [scene_of_caption(text, np.random.default_rng(seed)) for text, seed in zip(captions, seeds)]
+        return [None if scene is None else render(scene) for scene in scenes]
+
+
+DECODERS: dict[str, type[CaptionDecoder]] = {"shapes": ShapesCaptionDecoder}
+
+
+@register_scorer("caption_reconstruction")
+class CaptionReconstruction(Scorer):
+    """Similarity of `trajectory.source_image` and a frozen decoder's drawing of the caption.
+
+    Args:
+        decoder: "shapes" or a `CaptionDecoder` (module docstring).
+        embedder, model_path, batch_size, device: the image similarity, as in `reconstruction`.
+        segment: the text segment the decoder draws (default "caption").
+        unparsed_score: the score of a caption the decoder cannot draw; None (default) makes one
+            an error naming the sample.
+        seed: with the trajectory's id and the caption, seeds the decoder's draw, so a score is a
+            function of the trajectory.
+    """
+
+    def __init__(
+        self,
+        decoder: str | CaptionDecoder = "shapes",
+        embedder: str | ImageSimilarity = "shapes",
+        model_path: str | None = None,
+        segment: str = CAPTION,
+        unparsed_score: float | None = None,
+        seed: int = 0,
+        batch_size: int | None = None,
+        device: str | None = None,
+    ):
+        if isinstance(decoder, CaptionDecoder):
+            self.decoder = decoder
+        elif decoder in DECODERS:
+            self.decoder = DECODERS[decoder]()
+        else:
+            raise ValueError(f"caption_reconstruction: unknown decoder {decoder!r}; expected one of {', '.join(DECODERS)}")
+        if unparsed_score is not None and not math.isfinite(unparsed_score):
+            raise ValueError(f"caption_reconstruction: unparsed_score must be finite, got {unparsed_score}")
+        self.segment = check_segment_name(segment, "caption_reconstruction")
+        self.similarity, self.device = build_similarity(
+            embedder, model_path, batch_size, device, "caption_reconstruction"
+        )
+        self.unparsed_score, self.seed = unparsed_score, seed
+
+    def score(self, trajectories: Sequence[Trajectory]) -> ScoreBatch:
+        missing = [t.id for t in trajectories if t.source_image is None]
+        if missing:
+            raise ValueError(f"caption_reconstruction: trajectories {missing} have no source_image")
+        captions = [t.text(self.segment) for t in trajectories]
+        seeds = [zlib.crc32(f"{self.seed}/{t.id}/{text}".encode()) for t, text in zip(trajectories, captions)]
+        drawn = self.decoder(captions, seeds)
+        if len(drawn) != len(trajectories):
+            raise ValueError(f"decoder {self.decoder!r} returned {len(drawn)} images for {len(trajectories)} captions")
+        undrawable = [t.id for t, image in zip(trajectories, drawn) if image is None]
+        if undrawable and self.unparsed_score is None:
+            raise ValueError(
+                f"caption_reconstruction: decoder {type(self.decoder).__name__} cannot draw the captions of "
+                f"{undrawable} (e.g. {captions[[t.id for t in trajectories].index(undrawable[0])]!r}); "
+                f"set unparsed_score to score them"
+            )
+        drawable = [i for i, image in enumerate(drawn) if image is not None]
+        similarities = self.similarity(
+            [trajectories[i].source_image for i in drawable], [drawn[i] for i in drawable]
+        ) if drawable else []
+        scores = [self.unparsed_score] * len(trajectories)
+        for i, value in zip(drawable, similarities):
+            scores[i] = float(value)
+        details = [{"drawn": image is not None} for image in drawn]
+        return ScoreBatch(scores, details)

@@ -43,6 +43,8 @@ METRICS = (
     ("captions naming the shapes", lambda f: f.get("caption_shapes", {}).get("accuracy")),
     ("full introspective format", lambda f: f["format_rate"]["rate"]),
     ("reconstruction score", lambda f: f["reconstruction"]["mean_similarity"]),
+    # the caption drawn by the world's renderer (a frozen decoder that follows captions)
+    ("caption reconstruction (renderer)", lambda f: (f.get("caption_reconstruction") or {}).get("mean_similarity")),
 )
 STAGES = ("bootstrap", "demo", "sft", "rl", "eval_tiny", "eval_sft", "eval_rl", "report")
 
@@ -66,7 +68,7 @@ def table(records: list[dict]) -> tuple[str, dict]:
     seeds = [record["seed"] for record in records]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"two runs share a seed: {seeds}")
-    percent = lambda label: label != "reconstruction score"  # noqa: E731
+    percent = lambda label: "reconstruction" not in label  # noqa: E731
     lines = [
         f"| metric (mean ± std over seeds {', '.join(map(str, seeds))}) | untrained | SFT | RL | RL − SFT |",
         "| --- | --- | --- | --- | --- |",

@@ -12,7 +12,9 @@ give the same figures:
 - captions of ground-truth renders, parsed back (`parse_caption`) and verified on the render
   (`caption_accuracy`: every claim, positions included), whether they name the scene's objects
   (`caption_objects`: colour, shape and count of each; `caption_shapes`: shapes and counts), and
-  each render redrawn from its caption: UAE's reconstruction score (`shapes` similarity, 0..1).
+  each render redrawn from its caption: UAE's reconstruction score (`shapes` similarity, 0..1),
+  by the model's own generator (`reconstruction`) and by the world's renderer, a frozen decoder
+  that follows captions (`caption_reconstruction`).
 
 Example sets: prompts are `sample_example(derive_seed(seed, i), tag)`; held-out renders
 `balanced_examples(n, seed + 1)`; caption renders the positives of `derive_seed(seed + 2, i)`.
@@ -42,7 +44,7 @@ from coevolve.model.guidance import Guidance
 from coevolve.model.introspection import is_plan, parse_reflection, parse_verdict
 from coevolve.model.sampling import Sampling
 from coevolve.rollout.programs import IntrospectiveT2I, RolloutItem
-from coevolve.trajectory import IMAGE, PLAN, REFLECTION, REGEN_IMAGE, VERDICT, Trajectory
+from coevolve.trajectory import CAPTION, IMAGE, PLAN, REFLECTION, REGEN_IMAGE, VERDICT, Segment, Trajectory
 from coevolve.utils.fs import atomic_output_dir, check_output_dir
 
 GRID_COLUMNS = len(TAGS)  # prompts are interleaved by category, so a grid column is one category
@@ -343,7 +345,10 @@ def _heldout_verdicts(adapter: JanusAdapter, config: ShapesEvalConfig, generator
 
 def _captions(adapter: JanusAdapter, config: ShapesEvalConfig, guidance: Guidance, generator: torch.Generator) -> dict:
     """Caption accuracy, and UAE's reconstruction score: each render redrawn from its caption
-    (with CFG), compared with the render by the `shapes` similarity of the reconstruction reward."""
+    (with CFG), compared with the render by the `shapes` similarity of the reconstruction reward;
+    and the same with the caption drawn by the world's renderer instead (`caption_reconstruction`,
+    the frozen decoder of the scorer of that name: a caption it cannot draw scores 0)."""
+    from rewards.reconstruction import CaptionReconstruction
     from rewards.similarity import ShapesSimilarity
 
     examples = [
@@ -354,6 +359,7 @@ def _captions(adapter: JanusAdapter, config: ShapesEvalConfig, guidance: Guidanc
             "caption_accuracy": {**_accuracy([], []), "parsed": _rate([])},
             **_naming([], [], []),
             "reconstruction": None,
+            "caption_reconstruction": None,
         }
     images = [example.render() for example in examples]
     texts = _sample_replies(
@@ -368,6 +374,9 @@ def _captions(adapter: JanusAdapter, config: ShapesEvalConfig, guidance: Guidanc
         drawn = adapter.sample_images(batch, guidance=guidance, sampling=config.sampling, generator=generator)
         redrawn += adapter.decode(drawn)
     similarity = ShapesSimilarity()(images, redrawn)
+    rendered = CaptionReconstruction(decoder="shapes", unparsed_score=0.0).score(
+        [_captioned(f"caption{i}", image, text) for i, (image, text) in enumerate(zip(images, texts))]
+    )
     tags = [example.tag for example in examples]
     return {
         "caption_accuracy": {**_accuracy(correct, tags), "parsed": _rate([m is not None for m in parsed])},
@@ -375,11 +384,26 @@ def _captions(adapter: JanusAdapter, config: ShapesEvalConfig, guidance: Guidanc
         "reconstruction": {
             "n": len(similarity),
             "mean_similarity": sum(similarity) / len(similarity),
-            "per_category": {
-                tag: sum(v for v, t in zip(similarity, tags) if t == tag) / tags.count(tag) for tag in TAGS if tag in tags
-            },
+            "per_category": _per_category(similarity, tags),
+        },
+        "caption_reconstruction": {
+            "n": len(rendered.scores),
+            "mean_similarity": sum(rendered.scores) / len(rendered.scores),
+            "drawn": _rate([d["drawn"] for d in rendered.details]),
+            "per_category": _per_category(rendered.scores, tags),
         },
     }
+
+
+def _per_category(values: list[float], tags: list[str]) -> dict[str, float]:
+    return {tag: sum(v for v, t in zip(values, tags) if t == tag) / tags.count(tag) for tag in TAGS if tag in tags}
+
+
+def _captioned(id: str, image: Image.Image, text: str) -> Trajectory:
+    return Trajectory(
+        id=id, group=id, prompt="", program="reconstruction",
+        segments=[Segment(CAPTION, "text", text=text)], source_image=image,
+    )  # fmt: skip
 
 
 def _shapes(objects: Counter) -> Counter:

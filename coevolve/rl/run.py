@@ -130,8 +130,9 @@ def _eval_scalars(figures: dict) -> dict[str, float]:
             if (auc := figures[key]["p_yes"].get(name)) is not None:
                 out[f"eval/{key}/p_yes/{name}"] = auc
     out["eval/format_rate"] = figures["format_rate"]["rate"]
-    if figures.get("reconstruction") is not None:
-        out["eval/reconstruction"] = figures["reconstruction"]["mean_similarity"]
+    for key in ("reconstruction", "caption_reconstruction"):
+        if figures.get(key) is not None:
+            out[f"eval/{key}"] = figures[key]["mean_similarity"]
     return out
 
 

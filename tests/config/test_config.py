@@ -29,6 +29,23 @@ def test_recipe_is_applied_over_the_base():
     assert compose_config(["recipe=shapes", "sft.max_steps=3"]).sft.max_steps == 3
 
 
+def test_the_uae_recipe_trains_captions_on_a_frozen_decoder_then_images_on_the_policys_redraws():
+    from rewards import CaptionReconstruction, Reconstruction, RewardTerms
+
+    rl = to_typed(compose_config(["recipe=shapes_uae"])).rl
+    rl.check()
+    terms = RewardTerms.from_config(rl.programs["reconstruction"].reward)
+    trained = {term.name: (type(term.scorer), term.segments) for term in terms.terms}
+    assert trained == {
+        "caption_reconstruction": (CaptionReconstruction, ("caption",)),
+        "reconstruction": (Reconstruction, ("image",)),
+    }
+    assert [(stage.name, stage.segments) for stage in rl.stages] == [
+        ("generation_for_understanding", ["caption"]),
+        ("understanding_for_generation", ["image"]),
+    ]
+
+
 def test_misspelt_key_wrong_type_and_unknown_recipe_are_named():
     with pytest.raises(ConfigCompositionException, match="sft.max_stepz"):
         compose_config(["sft.max_stepz=3"])

@@ -1,8 +1,9 @@
 """Captions parsed back into GenEval metadata: the verifier checks every claim a caption makes."""
 
+import numpy as np
 import pytest
 
-from coevolve.data.shapes.describe import caption, caption_objects, parse_caption, scene_objects
+from coevolve.data.shapes.describe import caption, caption_objects, parse_caption, scene_objects, scene_of_caption
 from coevolve.data.shapes.metadata import TAGS, validate_metadata
 from coevolve.data.shapes.prompts import balanced_examples
 from coevolve.data.shapes.scene import Scene, ShapeObject, render
@@ -99,3 +100,22 @@ def test_caption_objects_groups_counts_and_rejects_what_parse_caption_rejects():
     assert caption_objects("a red circle to the left of a blue square") == {("red", "circle"): 1, ("blue", "square"): 1}
     assert caption_objects("a red circle and a red circle") is None
     assert caption_objects("Plan: a red circle in the centre.") is None
+
+
+def test_scene_of_caption_draws_exactly_what_every_caption_says(examples):
+    rng = np.random.default_rng(0)
+    for example in examples:
+        scene = scene_of_caption(example.caption, rng)
+        assert scene_objects(scene) == scene_objects(example.scene), example.caption
+        verdict = verify(render(scene), parse_caption(example.caption))  # the relation too
+        assert verdict.correct, (example.caption, verdict.reasons)
+
+
+def test_scene_of_caption_places_at_random_and_refuses_what_it_cannot_draw():
+    first = scene_of_caption("three green crosses and a red circle", np.random.default_rng(1))
+    again = scene_of_caption("three green crosses and a red circle", np.random.default_rng(1))
+    other = scene_of_caption("three green crosses and a red circle", np.random.default_rng(2))
+    assert first == again and first != other
+    assert scene_of_caption("an empty scene.", np.random.default_rng(0)) == Scene()
+    assert scene_of_caption("a red circle and", np.random.default_rng(0)) is None
+    assert scene_of_caption("five red circles and a blue square", np.random.default_rng(0)) is None  # six objects

@@ -61,7 +61,7 @@ def test_figures_structure_ranges_and_counts(runs):
     assert set(figures) == {
         "image_accuracy", "final_image_accuracy", "format_rate", "verdict_accuracy_own",
         "verdict_accuracy_heldout", "caption_accuracy", "caption_objects", "caption_shapes", "reconstruction",
-        "config", "unconditional", "counts", "seconds",
+        "caption_reconstruction", "config", "unconditional", "counts", "seconds",
     }  # fmt: skip
     assert figures["config"] == dataclasses.asdict(TINY) and figures["unconditional"] == "pad"
     found = dict(_accuracies(figures))
@@ -81,6 +81,10 @@ def test_figures_structure_ranges_and_counts(runs):
     reconstruction = figures["reconstruction"]
     assert reconstruction["n"] == 3 and 0 <= reconstruction["mean_similarity"] <= 1
     assert all(0 <= value <= 1 for value in reconstruction["per_category"].values())
+    rendered = figures["caption_reconstruction"]
+    assert rendered["n"] == 3 and 0 <= rendered["mean_similarity"] <= 1 and 0 <= rendered["drawn"] <= 1
+    # a caption the renderer cannot draw scores 0: the mean is at most the share drawn
+    assert rendered["mean_similarity"] <= rendered["drawn"]
     rates = figures["format_rate"]
     assert rates["n"] == 6 and all(0 <= rates[key] <= 1 for key in ("rate", "plan", "verdict"))
     assert figures["counts"]["trajectories"] == 6 and figures["seconds"] > 0

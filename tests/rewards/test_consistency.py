@@ -16,11 +16,11 @@ from rewards.shapes_verifier import GENEVAL
 EXAMPLES = balanced_examples(60, seed=2024)  # 30 satisfying renders, 30 labelled violations, 6 categories
 
 
-def _trajectory(example, index: int, says_yes: bool, p_yes: float) -> Trajectory:
+def _trajectory(example, index: int, says_yes: bool, p_yes: float, group: str | None = None) -> Trajectory:
     reason = example.violation or "the image shows something else"
     return Trajectory(
         id=f"case{index}/{'yes' if says_yes else 'no'}",
-        group=f"case{index}",
+        group=group or f"case{index}",
         prompt=example.prompt,
         program="test",
         segments=[
@@ -111,7 +111,7 @@ def _one_answer(examples, says_yes: bool) -> list[Trajectory]:
 
 def test_balanced_classes_pay_every_constant_answer_the_same_and_honesty_more():
     examples = [e for e in EXAMPLES if e.satisfies][:3] + [e for e in EXAMPLES if not e.satisfies][:1]
-    scorer = SelfConsistency(judge={"name": "shapes_verifier"}, self_source="verdict", balance_classes=True)
+    scorer = SelfConsistency(judge={"name": "shapes_verifier"}, self_source="verdict", balance_classes="batch")
     always_yes = scorer.score(_one_answer(examples, True))
     always_no = scorer.score(_one_answer(examples, False))
     # n = 4 samples, k = 2 classes: matching images weigh 4 / (2 * 3), the violating one 4 / (2 * 1)
@@ -127,12 +127,12 @@ def test_balanced_classes_pay_every_constant_answer_the_same_and_honesty_more():
 
 def test_balanced_classes_with_one_class_weigh_one():
     examples = [e for e in EXAMPLES if not e.satisfies][:3]
-    scorer = SelfConsistency(judge={"name": "shapes_verifier"}, self_source="verdict", balance_classes=True)
+    scorer = SelfConsistency(judge={"name": "shapes_verifier"}, self_source="verdict", balance_classes="batch")
     np.testing.assert_allclose(scorer.score(_one_answer(examples, False)).scores, [1.0, 1.0, 1.0])
 
 
 def test_balanced_classes_refuse_a_graded_judge_naming_the_samples():
-    scorer = SelfConsistency(judge={"name": "shapes_verifier", "graded": True}, balance_classes=True)
+    scorer = SelfConsistency(judge={"name": "shapes_verifier", "graded": True}, balance_classes="batch")
     two_object = [e for e in EXAMPLES if e.tag == "two_object" and not e.satisfies][:1]
     graded = scorer.judge.score(_one_answer(two_object, True)).scores
     assert 0.0 < graded[0] < 1.0  # a violating two-object scene meets some of its clauses
@@ -156,13 +156,72 @@ def test_a_constant_self_check_gets_no_net_push_when_balanced_and_batch_scaled()
             t = _trajectory(example, g, says_yes, 0.5)
             trajectories.append(t)
 
-    def push(balance: bool, scale: str) -> float:
+    def push(balance: str, scale: str) -> float:
         scorer = SelfConsistency(judge={"name": "shapes_verifier"}, self_source="verdict", balance_classes=balance)
         terms = RewardTerms([RewardTerm("sc", scorer, 1.0, (VERDICT,), scale_rewards=scale)])
         advantages = terms(trajectories).advantages[VERDICT]
         return float(sum(a for a, t in zip(advantages, trajectories) if t.id.endswith("/yes")))
 
     # plain, group std: each group's pair gets -+0.707 (mean-centred 0/1 over std 0.707); 2 No groups, 1 Yes
-    assert push(False, "group") == pytest.approx(-1 / math.sqrt(2), abs=1e-3)
-    assert push(True, "batch") == pytest.approx(0.0, abs=1e-12)
-    assert push(True, "group") == pytest.approx(-1 / math.sqrt(2), abs=1e-3)  # the group's std divides the weights out
+    assert push("none", "group") == pytest.approx(-1 / math.sqrt(2), abs=1e-3)
+    assert push("batch", "batch") == pytest.approx(0.0, abs=1e-12)
+    assert push("batch", "group") == pytest.approx(-1 / math.sqrt(2), abs=1e-3)  # the group's std divides the weights out
+
+
+def test_balance_classes_names_its_scopes():
+    for bad in (True, "prompt"):
+        with pytest.raises(ValueError, match=r"balance_classes must be one of \('none', 'batch', 'group'\)"):
+            SelfConsistency(judge={"name": "shapes_verifier"}, balance_classes=bad)
+
+
+def _mixed_and_violating_groups(answers: list[bool]) -> list[Trajectory]:
+    """Group "mixed": one matching image and three violating ones, answered `answers`; group
+    "violating": three violating images, each answered No."""
+    matching = [e for e in EXAMPLES if e.satisfies][:1]
+    violating = [e for e in EXAMPLES if not e.satisfies][:6]
+    mixed = [_trajectory(e, i, a, 0.5, "mixed") for i, (e, a) in enumerate(zip(matching + violating[:3], answers))]
+    rest = [_trajectory(e, 4 + i, False, 0.5, "violating") for i, e in enumerate(violating[3:])]
+    return mixed + rest
+
+
+def test_group_balanced_classes_weigh_within_each_prompt_and_drop_one_class_groups():
+    scorer = SelfConsistency(judge={"name": "shapes_verifier"}, self_source="verdict", balance_classes="group")
+    always_yes = scorer.score(_mixed_and_violating_groups([True] * 4))
+    always_no = scorer.score(_mixed_and_violating_groups([False] * 4))
+    # the mixed group: n = 4, k = 2 -> the matching image weighs 4 / (2 * 1), each violating one 4 / (2 * 3);
+    # the violating group holds one class: weight 0, its correct Nos earn nothing
+    np.testing.assert_allclose(always_yes.scores, [2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    np.testing.assert_allclose(always_no.scores, [0.0, 2 / 3, 2 / 3, 2 / 3, 0.0, 0.0, 0.0])
+    assert [d["weight"] for d in always_no.details] == pytest.approx([2.0] + [2 / 3] * 3 + [0.0] * 3)
+    honest = scorer.score(_mixed_and_violating_groups([True, False, False, False]))
+    assert np.mean(honest.scores[:4]) == pytest.approx(1.0) and np.mean(always_yes.scores[:4]) == pytest.approx(0.5)
+    # batch scope on the same samples: 7 samples, 1 matching -> 7 / 2, 6 violating -> 7 / 12 each
+    batch = SelfConsistency(judge={"name": "shapes_verifier"}, self_source="verdict", balance_classes="batch")
+    assert [d["weight"] for d in batch.score(_mixed_and_violating_groups([False] * 4)).details] == pytest.approx(
+        [3.5] + [7 / 12] * 6
+    )
+
+
+def test_an_answer_that_ignores_the_image_gets_no_expected_push_when_group_balanced():
+    """The expected policy-gradient push on P(yes) of an answer drawn Yes with p = 1/2 whatever the
+    image, in a group of one matching and three violating images: the mean over all 16 answer
+    draws of sum_i A_i * d log pi(a_i) / d logit (+1/2 for Yes, -1/2 for No). Plain agreement
+    pushes towards the majority (No); group-balanced without std scaling exactly not; scaled by
+    the group's std, the push comes back (smaller)."""
+    import itertools
+
+    from rewards import RewardTerm, RewardTerms
+
+    def push(balance: str, scale: str) -> float:
+        scorer = SelfConsistency(judge={"name": "shapes_verifier"}, self_source="verdict", balance_classes=balance)
+        terms = RewardTerms([RewardTerm("sc", scorer, 1.0, (VERDICT,), scale_rewards=scale)])
+        total = 0.0
+        for answers in itertools.product((True, False), repeat=4):
+            trajectories = _mixed_and_violating_groups(list(answers))[:4]
+            advantages = terms(trajectories).advantages[VERDICT]
+            total += sum(a * (0.5 if says_yes else -0.5) for a, says_yes in zip(advantages, answers))
+        return total / 16
+
+    assert push("none", "group") == pytest.approx(-0.6996, abs=1e-3)
+    assert push("group", "none") == pytest.approx(0.0, abs=1e-12)
+    assert push("group", "group") == pytest.approx(-0.1815, abs=1e-3)

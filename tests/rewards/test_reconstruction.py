@@ -11,7 +11,8 @@ import torch
 
 from coevolve.data.shapes import COLOR_NAMES, SHAPES, Scene, ShapeObject, render
 from coevolve.data.shapes.layout import random_boxes
-from coevolve.trajectory import IMAGE, Segment, Trajectory
+from coevolve.data.shapes.prompts import balanced_examples
+from coevolve.trajectory import CAPTION, IMAGE, Segment, Trajectory
 from rewards import ImageSimilarity, Reconstruction, build_scorer
 from rewards.check import shapes_pairs
 
@@ -142,3 +143,52 @@ def test_user_similarity_by_target_and_bad_options():
     )
     with pytest.raises(ValueError, match=r"\['lonely'\] have no source_image"):
         Reconstruction().score([orphan])
+
+
+def _captioned(source, text: str, index: int) -> Trajectory:
+    return Trajectory(
+        id=f"c{index}", group="g", prompt="p", program="reconstruction",
+        segments=[Segment(CAPTION, "text", text=text)], source_image=source,
+    )
+
+
+def test_a_frozen_shapes_decoder_pays_for_every_object_a_caption_gets_right():
+    """Two-object scenes: the true caption, its first object alone, a wrong caption of the same shape."""
+    from coevolve.data.shapes.describe import caption, caption_objects
+
+    scorer = build_scorer({"name": "caption_reconstruction", "decoder": "shapes"})
+    scenes = [e.scene for e in balanced_examples(120, seed=5) if e.satisfies and len(e.scene.objects) == 2]
+    assert len(scenes) >= 20
+    full, first, wrong = [], [], []
+    for i, scene in enumerate(scenes):
+        source = render(scene)
+        a = scene.objects[0]
+        swapped = Scene(tuple(ShapeObject(o.shape, next(c for c in COLOR_NAMES if c != o.color), o.box) for o in scene.objects))
+        captions = (caption(scene), caption(Scene((a,))), caption(swapped))
+        assert caption_objects(captions[2]) != caption_objects(captions[0])
+        scores = _scores(scorer, [_captioned(source, text, i) for text in captions])
+        for out, value in zip((full, first, wrong), scores):
+            out.append(value)
+    full, first, wrong = map(np.array, (full, first, wrong))
+    print(f"caption_reconstruction (shapes decoder), {len(scenes)} two-object scenes: full {full.mean():.3f}, "
+          f"first object {first.mean():.3f}, every colour wrong {wrong.mean():.3f}")
+    # Each right object earns shape + colour (2/3) over the larger count, plus its box overlap.
+    assert (full >= 2 / 3).all() and (full > first).all() and (full > wrong).all()
+    assert (first >= 1 / 3).all() and (first < 2 / 3).all()
+
+
+def test_caption_reconstruction_is_a_function_of_the_trajectory_and_names_what_it_cannot_draw():
+    source = render(Scene((ShapeObject("circle", "red", (8, 8, 28, 28)),)))
+    scorer = build_scorer({"name": "caption_reconstruction"})
+    sample = [_captioned(source, "two red circles and a blue square", i) for i in range(3)]
+    assert _scores(scorer, sample).tolist() == _scores(scorer, sample).tolist()
+    salad = [_captioned(source, "a red circle", 0), _captioned(source, "circle above to the right of", 1)]
+    with pytest.raises(ValueError, match=r"cannot draw the captions of \['c1'\] \(e.g. 'circle above"):
+        scorer.score(salad)
+    scored = build_scorer({"name": "caption_reconstruction", "unparsed_score": 0.0}).score(salad)
+    assert scored.scores[1] == 0.0 and scored.scores[0] >= 2 / 3  # the right shape and colour, anywhere
+    assert [d["drawn"] for d in scored.details] == [True, False]
+    with pytest.raises(ValueError, match="unknown decoder 'sd3'"):
+        build_scorer({"name": "caption_reconstruction", "decoder": "sd3"})
+    with pytest.raises(ValueError, match="caption_reconstruction: embedder 'shapes' uses no model"):
+        build_scorer({"name": "caption_reconstruction", "model_path": "/somewhere"})

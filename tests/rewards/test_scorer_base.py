@@ -28,7 +28,7 @@ class NotAScorer:
 
 def test_builtins_are_registered_by_name():
     assert set(SCORERS) == {
-        "shapes_verifier", "yes_no_judge", "self_consistency", "reconstruction", "clip_score", "introspective_format",
+        "shapes_verifier", "yes_no_judge", "self_consistency", "reconstruction", "caption_reconstruction", "clip_score", "introspective_format",
         "shapes_caption_format",
     }  # fmt: skip
     scorer = build_scorer({"name": "shapes_verifier", "graded": True})
@@ -51,7 +51,7 @@ def test_nested_judge_spec_by_name_or_target():
 @pytest.mark.parametrize(
     "spec, message",
     [
-        ({"name": "shapes_verifyer"}, r"scorer.name: unknown scorer 'shapes_verifyer'; built-in scorers: clip_score"),
+        ({"name": "shapes_verifyer"}, r"scorer.name: unknown scorer 'shapes_verifyer'; built-in scorers: caption_reconstruction, clip_score"),
         ({"name": "shapes_verifier", "gradd": True}, r"ShapesVerifier got an unexpected keyword argument 'gradd'"),
         ({"_target_": "no_such_module.Thing"}, r"scorer._target_: cannot import 'no_such_module.Thing'"),
         ({"_target_": f"{__name__}.NotAScorer"}, r"is not a subclass of rewards.Scorer"),

@@ -14,7 +14,8 @@ Caption grammar (object phrases in order of first appearance):
 - otherwise groups joined by ``", "`` and a final ``" and "``.
 
 ``parse_caption`` is the inverse of ``caption``: it turns a caption back into GenEval metadata
-that the verifier checks the caption's every claim against (see its docstring).
+that the verifier checks the caption's every claim against (see its docstring);
+``scene_of_caption`` draws a caption back into a scene, at random places that keep its relation.
 
 Plan: ``"Plan: a blue triangle in the top left and a red circle in the bottom right."`` — every
 object with its colour and the ninth of the image its centre falls in; when the scene is two
@@ -27,9 +28,12 @@ from __future__ import annotations
 import re
 from collections import Counter
 
+import numpy as np
+
+from .layout import boxes_in_relation, random_boxes
 from .metadata import NUMBERS, make_plural, validate_metadata, with_article
 from .relations import dominant_relation
-from .scene import COLOR_NAMES, IMAGE_SIZE, SHAPES, Scene, ShapeObject
+from .scene import COLOR_NAMES, IMAGE_SIZE, MAX_OBJECTS, SHAPES, Scene, ShapeObject
 
 _PHRASE = {"left of": "to the left of", "right of": "to the right of", "above": "above",
            "below": "below"}
@@ -161,6 +165,24 @@ def caption_objects(text: str) -> Counter | None:
     if parsed is None:
         return None
     return Counter({(color, shape): n for color, shape, n in parsed[1]})
+
+
+def scene_of_caption(text: str, rng: np.random.Generator) -> Scene | None:
+    """A scene that ``text`` describes, its boxes drawn from ``rng`` (a relation caption's two
+    objects stand clearly in that relation); None when ``text`` is not a caption (as in
+    `parse_caption`) or names more than ``MAX_OBJECTS`` objects. ``"an empty scene"`` is the
+    empty scene."""
+    if text.strip().removesuffix(".") == "an empty scene":
+        return Scene()
+    parsed = _parse_groups(text)
+    if parsed is None:
+        return None
+    _, groups, relation = parsed
+    kinds = [(color, shape) for color, shape, n in groups for _ in range(n)]
+    if len(kinds) > MAX_OBJECTS:
+        return None
+    boxes = list(boxes_in_relation(rng, relation)) if relation is not None else random_boxes(rng, len(kinds))
+    return Scene(tuple(ShapeObject(shape, color, box) for (color, shape), box in zip(kinds, boxes)))
 
 
 def scene_objects(scene: Scene) -> Counter:
