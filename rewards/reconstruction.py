@@ -19,16 +19,20 @@ to one object (README, "UAE after the eighth round"). Decoders (`DECODERS`, or a
   random places keeping its relation (`scene_of_caption`); the world's stand-in for a strong
   frozen text-to-image model, as the verifier stands in for a judge. A caption it cannot draw
   (outside the grammar, more objects than a scene holds) is an error naming the sample, unless
-  `unparsed_score` sets its score.
+  `unparsed_score` sets its score;
+- `{name: janus, model_path: DIR, ...}`: a frozen Janus checkpoint draws the caption in its image
+  turn with CFG (e.g. the SFT checkpoint an RL run starts from, or Janus-Pro-7B beside a 1B
+  policy): UAE's setting with real checkpoints. It draws every caption.
 """
 
 from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
+import torch
 from PIL import Image
 
 from coevolve.data.shapes.describe import scene_of_caption
@@ -108,7 +112,58 @@ class ShapesCaptionDecoder(CaptionDecoder):
         return [None if scene is None else render(scene) for scene in scenes]
 
 
-DECODERS: dict[str, type[CaptionDecoder]] = {"shapes": ShapesCaptionDecoder}
+class JanusCaptionDecoder(CaptionDecoder):
+    """A frozen Janus checkpoint drawing each caption in its image turn (module docstring).
+
+    Args:
+        model_path: the checkpoint directory.
+        guidance_weight, temperature: its CFG weight and image-token temperature.
+        batch_size, device, dtype: of the drawing.
+    """
+
+    def __init__(
+        self,
+        model_path: str,
+        guidance_weight: float = 5.0,
+        temperature: float = 1.0,
+        batch_size: int = 16,
+        device: str = "cpu",
+        dtype: str = "float32",
+    ):
+        from coevolve.model.adapter import JanusAdapter
+        from coevolve.model.guidance import Guidance
+        from coevolve.model.sampling import Sampling
+        from coevolve.model.spec import check_janus_checkpoint
+        from rewards.judge import DTYPES
+
+        if dtype not in DTYPES:
+            raise ValueError(f"caption_reconstruction.decoder: dtype must be one of {tuple(DTYPES)}, got {dtype!r}")
+        if batch_size < 1:
+            raise ValueError(f"caption_reconstruction.decoder: batch_size must be >= 1, got {batch_size}")
+        check_janus_checkpoint(model_path, "caption_reconstruction.decoder.model_path")
+        self.adapter = JanusAdapter.from_pretrained(model_path, dtype=DTYPES[dtype], device=device)
+        self.guidance = Guidance(weight=guidance_weight)
+        self.sampling = Sampling(temperature=temperature)
+        self.batch_size, self.device = batch_size, device
+
+    @torch.no_grad()
+    def __call__(self, captions, seeds):
+        from coevolve.model.sampling import row_generators
+
+        images: list[Image.Image] = []
+        for start in range(0, len(captions), self.batch_size):
+            texts = [text.strip() for text in captions[start : start + self.batch_size]]
+            drawn = self.adapter.sample_images(
+                [self.adapter.image_prompt(text) for text in texts],
+                guidance=self.guidance,
+                sampling=self.sampling,
+                generator=row_generators(seeds[start : start + self.batch_size]),
+            )
+            images += self.adapter.decode(drawn)
+        return images
+
+
+DECODERS: dict[str, type[CaptionDecoder]] = {"shapes": ShapesCaptionDecoder, "janus": JanusCaptionDecoder}
 
 
 @register_scorer("caption_reconstruction")
@@ -116,7 +171,8 @@ class CaptionReconstruction(Scorer):
     """Similarity of `trajectory.source_image` and a frozen decoder's drawing of the caption.
 
     Args:
-        decoder: "shapes" or a `CaptionDecoder` (module docstring).
+        decoder: "shapes", `{name: janus, model_path: ..., **options}`, or a `CaptionDecoder`
+            (module docstring).
         embedder, model_path, batch_size, device: the image similarity, as in `reconstruction`.
         segment: the text segment the decoder draws (default "caption").
         unparsed_score: the score of a caption the decoder cannot draw; None (default) makes one
@@ -127,7 +183,7 @@ class CaptionReconstruction(Scorer):
 
     def __init__(
         self,
-        decoder: str | CaptionDecoder = "shapes",
+        decoder: str | Mapping | CaptionDecoder = "shapes",
         embedder: str | ImageSimilarity = "shapes",
         model_path: str | None = None,
         segment: str = CAPTION,
@@ -138,16 +194,25 @@ class CaptionReconstruction(Scorer):
     ):
         if isinstance(decoder, CaptionDecoder):
             self.decoder = decoder
-        elif decoder in DECODERS:
-            self.decoder = DECODERS[decoder]()
         else:
-            raise ValueError(f"caption_reconstruction: unknown decoder {decoder!r}; expected one of {', '.join(DECODERS)}")
+            options = dict(decoder) if isinstance(decoder, Mapping) else {"name": decoder}
+            name = options.pop("name", None)
+            if name not in DECODERS:
+                raise ValueError(
+                    f"caption_reconstruction: unknown decoder {name!r}; expected one of {', '.join(DECODERS)}"
+                )
+            try:
+                self.decoder = DECODERS[name](**options)
+            except TypeError as error:  # a missing or unknown option
+                raise ValueError(f"caption_reconstruction: decoder {name!r}: {error}") from error
         if unparsed_score is not None and not math.isfinite(unparsed_score):
             raise ValueError(f"caption_reconstruction: unparsed_score must be finite, got {unparsed_score}")
         self.segment = check_segment_name(segment, "caption_reconstruction")
         self.similarity, self.device = build_similarity(
             embedder, model_path, batch_size, device, "caption_reconstruction"
         )
+        if torch.device(getattr(self.decoder, "device", "cpu")).type == "cuda":
+            self.device = self.decoder.device  # the reward worker reserves the decoder's GPU
         self.unparsed_score, self.seed = unparsed_score, seed
 
     def score(self, trajectories: Sequence[Trajectory]) -> ScoreBatch:

@@ -68,7 +68,7 @@ def table(records: list[dict]) -> tuple[str, dict]:
     seeds = [record["seed"] for record in records]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"two runs share a seed: {seeds}")
-    percent = lambda label: "reconstruction" not in label  # noqa: E731
+    percent = lambda label: "reconstruction" not in label
     lines = [
         f"| metric (mean ± std over seeds {', '.join(map(str, seeds))}) | untrained | SFT | RL | RL − SFT |",
         "| --- | --- | --- | --- | --- |",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from transformers import JanusForConditionalGeneration, JanusProcessor
 
@@ -65,3 +67,17 @@ class JanusSpec:
             eoi_id=tokenizer.convert_tokens_to_ids(tokenizer.eoi_token),
             image_token_id=config.image_token_id,
         )
+
+
+def check_janus_checkpoint(path: str | Path, key: str) -> None:
+    """`path` is a Hugging Face checkpoint of model_type "janus"; the errors name config `key`."""
+    path = Path(path)
+    config = path / "config.json"
+    if not config.is_file():
+        raise FileNotFoundError(f"{key}: {path} is not a Hugging Face checkpoint directory (no config.json)")
+    try:
+        model_type = json.loads(config.read_text()).get("model_type")
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{key}: {config} is not valid JSON ({error})") from None
+    if model_type != "janus":
+        raise ValueError(f"{key}: {path} is a {model_type!r} checkpoint, not a Janus one (model_type 'janus')")

@@ -46,6 +46,7 @@ import ray
 
 from coevolve.config.schema import Config
 from coevolve.learner.learner import Learner, ProgramScoring, Sample
+from coevolve.model.spec import check_janus_checkpoint
 from coevolve.rl.config import ProgramConfig, RLConfig
 from coevolve.rl.weight_sync import build_weight_sync
 from coevolve.rollout.cluster import Demand, connect
@@ -60,18 +61,6 @@ from rewards.base import resolve_scorer_spec
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 EVAL_HEADLINE = ("image_accuracy", "final_image_accuracy", "caption_accuracy", "caption_objects", "caption_shapes")
-
-
-def check_janus_checkpoint(path: Path, key: str) -> None:
-    config = path / "config.json"
-    if not config.is_file():
-        raise FileNotFoundError(f"{key}: {path} is not a Hugging Face checkpoint directory (no config.json)")
-    try:
-        model_type = json.loads(config.read_text()).get("model_type")
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{key}: {config} is not valid JSON ({error})") from None
-    if model_type != "janus":
-        raise ValueError(f"{key}: {path} is a {model_type!r} checkpoint, not a Janus one (model_type 'janus')")
 
 
 class ItemStream:

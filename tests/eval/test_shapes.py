@@ -14,9 +14,8 @@ import pytest
 from PIL import Image
 
 from coevolve.data.shapes import TAGS, render, sample_example
-from coevolve.data.shapes.describe import caption
+from coevolve.data.shapes.describe import caption, caption_objects, scene_objects
 from coevolve.eval import ShapesEvalConfig, evaluate_shapes
-from coevolve.data.shapes.describe import caption_objects, scene_objects
 from coevolve.eval.shapes import _named, _shapes, _trajectory_figures, _trajectory_row, _verdict_accuracy
 from coevolve.model.introspection import YES_VERDICT, reflection_text, verdict_text
 from coevolve.trajectory import Segment, Trajectory

@@ -192,3 +192,28 @@ def test_caption_reconstruction_is_a_function_of_the_trajectory_and_names_what_i
         build_scorer({"name": "caption_reconstruction", "decoder": "sd3"})
     with pytest.raises(ValueError, match="caption_reconstruction: embedder 'shapes' uses no model"):
         build_scorer({"name": "caption_reconstruction", "model_path": "/somewhere"})
+
+
+def test_a_frozen_janus_checkpoint_as_the_decoder(tiny_checkpoint, tmp_path):
+    """The tiny checkpoint draws each caption under its trajectory's seed: the same trajectory gets
+    the same drawing (and score), another seed another drawing."""
+    from rewards.reconstruction import JanusCaptionDecoder
+
+    decoder = JanusCaptionDecoder(model_path=str(tiny_checkpoint), guidance_weight=3.0, batch_size=2)
+    captions = ["a red circle", "two blue squares", "a red circle"]
+    first, again, other = decoder(captions, [1, 2, 3]), decoder(captions, [1, 2, 3]), decoder(captions, [9, 9, 9])
+    as_array = lambda images: [np.asarray(image) for image in images]
+    assert all((a == b).all() for a, b in zip(as_array(first), as_array(again)))
+    assert any((a != b).any() for a, b in zip(as_array(first), as_array(other)))
+    assert first[0].size == SELF[0].source_image.size
+    scorer = build_scorer(
+        {"name": "caption_reconstruction", "decoder": {"name": "janus", "model_path": str(tiny_checkpoint), "guidance_weight": 3.0}}
+    )
+    sample = [_captioned(SELF[i].source_image, text, i) for i, text in enumerate(captions)]
+    scores = _scores(scorer, sample)
+    assert ((0 <= scores) & (scores <= 1)).all() and scores.tolist() == _scores(scorer, sample).tolist()
+    (tmp_path / "config.json").write_text('{"model_type": "clip"}')
+    with pytest.raises(ValueError, match=r"caption_reconstruction.decoder.model_path: .* is a 'clip' checkpoint"):
+        build_scorer({"name": "caption_reconstruction", "decoder": {"name": "janus", "model_path": str(tmp_path)}})
+    with pytest.raises(ValueError, match=r"decoder 'janus': .*unexpected keyword argument 'cfg'"):
+        build_scorer({"name": "caption_reconstruction", "decoder": {"name": "janus", "model_path": str(tiny_checkpoint), "cfg": 2}})
