@@ -374,7 +374,7 @@ def _captions(adapter: JanusAdapter, config: ShapesEvalConfig, guidance: Guidanc
         drawn = adapter.sample_images(batch, guidance=guidance, sampling=config.sampling, generator=generator)
         redrawn += adapter.decode(drawn)
     similarity = ShapesSimilarity()(images, redrawn)
-    rendered = CaptionReconstruction(decoder="shapes", unparsed_score=0.0).score(
+    rendered = CaptionReconstruction(decoder="shapes", unparsed_score=0.0, draws=8).score(
         [_captioned(f"caption{i}", image, text) for i, (image, text) in enumerate(zip(images, texts))]
     )
     tags = [example.tag for example in examples]

@@ -180,12 +180,19 @@ def test_a_frozen_shapes_decoder_pays_for_every_object_a_caption_gets_right():
 def test_caption_reconstruction_is_a_function_of_the_trajectory_and_names_what_it_cannot_draw():
     source = render(Scene((ShapeObject("circle", "red", (8, 8, 28, 28)),)))
     scorer = build_scorer({"name": "caption_reconstruction"})
-    sample = [_captioned(source, "two red circles and a blue square", i) for i in range(3)]
-    assert _scores(scorer, sample).tolist() == _scores(scorer, sample).tolist()
+    # equal captions score equally (the drawing is seeded by the caption, not the sample) ...
+    sample = [_captioned(source, "a red circle", i) for i in range(3)] + [_captioned(source, "a red circle.", 3)]
+    one = _scores(scorer, sample)
+    assert len(set(one[:3].tolist())) == 1 and one[3] != one[0] and one.tolist() == _scores(scorer, sample).tolist()
+    # ... and more drawings average the places out: towards shape + colour right (2/3) + the mean overlap
+    many = _scores(build_scorer({"name": "caption_reconstruction", "draws": 64}), sample[:1])[0]
+    assert 2 / 3 <= many < 0.8 and many == _scores(build_scorer({"name": "caption_reconstruction", "draws": 64}), sample[:1])[0]
+    with pytest.raises(ValueError, match="draws must be an integer >= 1, got 0"):
+        build_scorer({"name": "caption_reconstruction", "draws": 0})
     salad = [_captioned(source, "a red circle", 0), _captioned(source, "circle above to the right of", 1)]
     with pytest.raises(ValueError, match=r"cannot draw the captions of \['c1'\] \(e.g. 'circle above"):
         scorer.score(salad)
-    scored = build_scorer({"name": "caption_reconstruction", "unparsed_score": 0.0}).score(salad)
+    scored = build_scorer({"name": "caption_reconstruction", "unparsed_score": 0.0, "draws": 3}).score(salad)
     assert scored.scores[1] == 0.0 and scored.scores[0] >= 2 / 3  # the right shape and colour, anywhere
     assert [d["drawn"] for d in scored.details] == [True, False]
     with pytest.raises(ValueError, match="unknown decoder 'sd3'"):
