@@ -5,9 +5,10 @@
   per prompt, ...) and the `reward` terms that train it. The shapes recipe samples the
   introspective program (image alignment, self-consistency) and the reconstruction program (UAE's
   Unified-GRPO term) side by side; an ablation removes one (`~rl.programs.reconstruction`).
-- `stages`: consecutive phases of the run, each with its steps and the segments it trains
-  (UAE: "generation for understanding" trains the caption, then "understanding for generation"
-  the image). Null `segments`: every segment a reward term trains.
+- `stages`: consecutive phases of the run, each with its steps, the programs it samples and the
+  segments it trains (UAE: "generation for understanding" trains the caption, then
+  "understanding for generation" the image). Null `programs`: every program; null `segments`:
+  every segment a reward term of its programs trains.
 - `learner`: the GRPO learner (coevolve/learner): loss (`LossConfig`, TRL's names), optimiser,
   micro-batching, LoRA, the Ray resources of its actor. The engine is the shared `engine` group.
 - `weight_sync`: how the new weights reach the rollout workers after each update
@@ -53,8 +54,13 @@ class ProgramConfig:
 class StageConfig:
     name: str = MISSING
     steps: int = MISSING
+    # Programs this stage samples (names under rl.programs); null: all of them.
+    programs: list[str] | None = None
     # Segments this stage trains (their advantages reach the loss); null: all that reward terms train.
     segments: list[str] | None = None
+
+    def samples(self, program: str) -> bool:
+        return self.programs is None or program in self.programs
 
 
 @dataclass
@@ -161,6 +167,8 @@ class RLConfig:
         if not program.reward.terms:
             raise ValueError(f"{where}.reward.terms is empty: nothing would train this program's trajectories")
         writes = PROGRAM_SEGMENTS[program.rollout.program]
+        if not program.rollout.redraw:
+            writes = tuple(segment for segment in writes if segment != "image")
         for term_name, term in program.reward.terms.items():
             for segment in term.segments:
                 if segment not in writes:
@@ -177,13 +185,20 @@ class RLConfig:
             raise ValueError("rl.stages is empty: give at least one stage with its steps")
         if self.weight_sync == "collective":
             self.weight_sync_backend()  # raises for a group of GPU and CPU actors
-        trained = {segment for program in self.programs.values() for term in program.reward.terms.values()
-                   for segment in term.segments}  # fmt: skip
         for index, stage in enumerate(self.stages):
+            where = f"rl.stages[{index}] ({stage.name})"
+            if stage.programs is not None:
+                unknown = [name for name in stage.programs if name not in self.programs]
+                if unknown or not stage.programs:
+                    raise ValueError(
+                        f"{where}.programs: {unknown or 'empty'}; name programs of rl.programs ({sorted(self.programs)})"
+                    )
+            trained = {segment for name, program in self.programs.items() if stage.samples(name)
+                       for term in program.reward.terms.values() for segment in term.segments}  # fmt: skip
             for segment in stage.segments or ():
                 if segment not in trained:
                     raise ValueError(
-                        f"rl.stages[{index}] ({stage.name}).segments: no reward term trains {segment!r} "
+                        f"{where}.segments: no reward term of its programs trains {segment!r} "
                         f"(trained: {sorted(trained)})"
                     )
 

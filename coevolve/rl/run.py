@@ -246,6 +246,8 @@ def run_rl(config: Config, run_dir: Path) -> dict:
             samples, batches = [], []
             versions = []
             for name, program in rl.programs.items():
+                if not stage.samples(name):
+                    continue
                 t0 = time.perf_counter()
                 trajectories = drivers[name].generate(streams[name].at(step), step)
                 row[f"timing/{name}/rollout_s"] = time.perf_counter() - t0

@@ -50,6 +50,9 @@ class RolloutConfig:
     max_verdict_tokens: int = 48
     max_reflection_tokens: int = 64
     max_caption_tokens: int = 32  # reconstruction's caption; a describing self-check's description
+    # reconstruction: redraw the image from the caption (false: the trajectory ends at the caption,
+    # for a reward that redraws it with a frozen decoder, `caption_reconstruction`).
+    redraw: bool = True
     # Who draws the text segments (plan, verdict reason, reflection, caption): "native" (coevolve's
     # sampler, coevolve/model/sampler.py) or "vllm" (coevolve/model/vllm_text.py: a vLLM engine in
     # each rollout worker serving the trunk + LM head, refreshed after every weight update; the
@@ -79,6 +82,8 @@ class RolloutConfig:
             raise ValueError(f"rollout.program must be one of {tuple(PROGRAMS)}, got {self.program!r}")
         if self.regenerate not in REGENERATE:
             raise ValueError(f"rollout.regenerate must be one of {REGENERATE}, got {self.regenerate!r}")
+        if not self.redraw and self.program != "reconstruction":
+            raise ValueError(f"rollout.redraw=false applies to the reconstruction program only, not {self.program!r}")
         for key in (
             "num_generations",
             "max_rounds",
@@ -128,7 +133,7 @@ class RolloutConfig:
             "sampling": self.sampling,
         }
         if self.program == "reconstruction":
-            return {**common, "max_caption_tokens": self.max_caption_tokens}
+            return {**common, "max_caption_tokens": self.max_caption_tokens, "redraw": self.redraw}
         return {
             **common,
             "regenerate": self.regenerate,

@@ -29,7 +29,9 @@ verdict parses as a Yes, else the last image drawn.
 
 `Reconstruction` (UAE): the source image through the understanding path → `caption` (stops at
 EOS) → `image` drawn in `adapter.image_prompt(caption text)` with CFG. The `reconstruction`
-scorer compares it with `trajectory.source_image`.
+scorer compares it with `trajectory.source_image`. With `redraw=False` the trajectory ends at the
+caption (UAE's first stage, whose decoder is frozen: `caption_reconstruction` draws the caption
+outside the policy, so the policy's redraw would cost most of the step and train nothing).
 
 Teacher-forced views (`teacher_forced`): the learner recomputes, with gradient, the log-prob of
 every token a program drew, in the context it was drawn in. A program rebuilds those contexts from
@@ -510,6 +512,7 @@ class Reconstruction(Program):
 
     name = "reconstruction"
     phases = ("caption", "image", "decode")
+    caption_phases = ("caption",)  # the phases with redraw=False
 
     def __init__(
         self,
@@ -519,11 +522,12 @@ class Reconstruction(Program):
         guidance: Guidance = DEFAULT_GUIDANCE,
         sampling: Sampling = DEFAULT_SAMPLING,
         max_caption_tokens: int = 32,
+        redraw: bool = True,
     ):
         super().__init__(adapter, seed, num_generations, guidance, sampling)
         if max_caption_tokens < 1:
             raise ValueError(f"max_caption_tokens must be >= 1, got {max_caption_tokens}")
-        self.max_caption_tokens = max_caption_tokens
+        self.max_caption_tokens, self.redraw = max_caption_tokens, redraw
 
     def check(self, items: Sequence[RolloutItem]) -> None:
         self._check_ids(items)
@@ -532,9 +536,9 @@ class Reconstruction(Program):
             if not isinstance(item.image, Image.Image):
                 raise ValueError(f"{self.name}: item {item.id!r} has no source image")  # noqa: TRY004 - bad input
             self._check_room(item, self.adapter.caption_context(item.image), self.max_caption_tokens, "caption")
-            # The redrawing's context is the caption in the image turn.
-            head = self.adapter.image_prompt("x")
-            self._check_room(item, head, self.max_caption_tokens + image, "image turn")
+            if self.redraw:  # the redrawing's context is the caption in the image turn
+                head = self.adapter.image_prompt("x")
+                self._check_room(item, head, self.max_caption_tokens + image, "image turn")
 
     def __call__(
         self, items: Sequence[RolloutItem], step: int = 0, policy_version: int | None = None
@@ -551,23 +555,24 @@ class Reconstruction(Program):
                 generator=self._generators(items, step, "caption"),
             )
         texts = [text.strip() for text in captions.texts]
-        with self._timed("image"):
-            drawn = adapter.sample_images(
-                [adapter.image_prompt(text) for text in texts],
-                guidance=self.guidance,
-                sampling=self.sampling,
-                generator=self._generators(items, step, IMAGE),
-            )
-        codes = drawn.codes.cpu()
-        with self._timed("decode"):
-            images = adapter.decode(codes)
+        codes = images = None
+        if self.redraw:
+            with self._timed("image"):
+                drawn = adapter.sample_images(
+                    [adapter.image_prompt(text) for text in texts],
+                    guidance=self.guidance,
+                    sampling=self.sampling,
+                    generator=self._generators(items, step, IMAGE),
+                )
+            codes = drawn.codes.cpu()
+            with self._timed("decode"):
+                images = adapter.decode(codes)
         trajectories = []
         for r, text in enumerate(texts):
             item, k = items[r // n], r % n
-            segments = [
-                _text_segment(CAPTION, captions.ids[r], captions.logprobs[r], text),
-                _image_segment(IMAGE, codes[r], drawn.logprobs[r], images[r]),
-            ]
+            segments = [_text_segment(CAPTION, captions.ids[r], captions.logprobs[r], text)]
+            if self.redraw:
+                segments.append(_image_segment(IMAGE, codes[r], drawn.logprobs[r], images[r]))
             trajectories.append(
                 Trajectory(
                     id=f"{item.id}/{k}",
@@ -577,7 +582,7 @@ class Reconstruction(Program):
                     segments=segments,
                     metadata=dict(item.metadata),
                     source_image=item.image,
-                    info={"final_image": IMAGE},
+                    info={"final_image": IMAGE} if self.redraw else {},
                     policy_version=policy_version,
                 )
             )
@@ -586,20 +591,20 @@ class Reconstruction(Program):
 
     @classmethod
     def views(cls, adapter: JanusAdapter, trajectory: Trajectory) -> list[TeacherForced]:
-        """The captioning turn of the source image, and the image turn of the caption's (stripped) text."""
+        """The captioning turn of the source image, and (when it was redrawn) the image turn of the
+        caption's (stripped) text."""
         cls._check_program(trajectory)
         caption = _drawn(trajectory, CAPTION, "text", cls.name)
-        image = _drawn(trajectory, IMAGE, "image", cls.name)
         if trajectory.source_image is None:  # Trajectory checks it is a PIL image otherwise
             raise ValueError(
                 f"{cls.name}: trajectory {trajectory.id!r} has no source_image: segment {CAPTION!r}'s context"
             )
         captioning = adapter.caption_context(trajectory.source_image)
-        drawing = adapter.image_prompt(caption.text)
-        views = [
-            TeacherForced((*captioning, Text(caption.ids, scored=True)), {CAPTION: len(captioning)}),
-            TeacherForced((*drawing, GenImage(image.ids, scored=True)), {IMAGE: len(drawing)}),
-        ]
+        views = [TeacherForced((*captioning, Text(caption.ids, scored=True)), {CAPTION: len(captioning)})]
+        if trajectory.has(IMAGE):
+            image = _drawn(trajectory, IMAGE, "image", cls.name)
+            drawing = adapter.image_prompt(caption.text)
+            views.append(TeacherForced((*drawing, GenImage(image.ids, scored=True)), {IMAGE: len(drawing)}))
         return cls._check_views(trajectory, views)
 
 

@@ -47,7 +47,7 @@ def trace_row(
     row.update(
         run=run, step=step, group=trajectory.group, id=trajectory.id, program=trajectory.program,
         prompt=trajectory.prompt, policy_version=trajectory.policy_version,
-        final_image=trajectory.final_image_name if trajectory.segments else None,
+        final_image=trajectory.final_image_name if any(s.kind == "image" for s in trajectory.segments) else None,
         p_yes=trajectory.info.get("p_yes"), rounds=trajectory.info.get("rounds"),
     )  # fmt: skip
 

@@ -127,6 +127,8 @@ def _program_parts(rollout: Mapping) -> tuple[list[str], tuple[str, ...]]:
     if program not in PROGRAMS:
         raise ValueError(f"traces: unknown rollout program {program!r}; known: {sorted(PROGRAMS)}")
     if program == "reconstruction":
+        if not rollout.get("redraw", True):  # the caption alone
+            return ["caption", "source_image_path"], PROGRAMS[program].caption_phases
         columns = ["caption", "image_path", "source_image_path"]
     else:
         rounds = int(rollout.get("max_rounds", 2))

@@ -34,16 +34,41 @@ def test_the_uae_recipe_trains_captions_on_a_frozen_decoder_then_images_on_the_p
 
     rl = to_typed(compose_config(["recipe=shapes_uae"])).rl
     rl.check()
-    terms = RewardTerms.from_config(rl.programs["reconstruction"].reward)
-    trained = {term.name: (type(term.scorer), term.segments) for term in terms.terms}
-    assert trained == {
-        "caption_reconstruction": (CaptionReconstruction, ("caption",)),
-        "reconstruction": (Reconstruction, ("image",)),
+    captioning, reconstruction = rl.programs["captioning"], rl.programs["reconstruction"]
+    assert not captioning.rollout.redraw and reconstruction.rollout.redraw
+    trained = {
+        name: {term.name: (type(term.scorer), term.segments) for term in RewardTerms.from_config(program.reward).terms}
+        for name, program in rl.programs.items()
     }
-    assert [(stage.name, stage.segments) for stage in rl.stages] == [
-        ("generation_for_understanding", ["caption"]),
-        ("understanding_for_generation", ["image"]),
+    assert trained == {
+        "captioning": {"caption_reconstruction": (CaptionReconstruction, ("caption",))},
+        "reconstruction": {"reconstruction": (Reconstruction, ("image",))},
+    }
+    assert [(stage.name, stage.programs, stage.segments) for stage in rl.stages] == [
+        ("generation_for_understanding", ["captioning"], ["caption"]),
+        ("understanding_for_generation", ["reconstruction"], ["image"]),
     ]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("rl.stages=[{name: a, steps: 1, programs: [captions]}]",
+         r"rl.stages\[0\] \(a\).programs: \['captions'\]; name programs of rl.programs \(\['captioning', 'reconstruction'\]\)"),
+        ("rl.stages=[{name: a, steps: 1, programs: [captioning], segments: [image]}]",
+         r"rl.stages\[0\] \(a\).segments: no reward term of its programs trains 'image' \(trained: \['caption'\]\)"),
+        ("rl.programs.captioning.reward.terms.caption_reconstruction.segments=[caption,image]",
+         r"rl.programs.captioning.reward.terms.caption_reconstruction.segments: the reconstruction program writes "
+         r"no segment 'image' \(it writes \['caption'\]\)"),
+        ("rl.programs.captioning.rollout.program=introspective_t2i",
+         r"rollout.redraw=false applies to the reconstruction program only"),
+    ],
+)  # fmt: skip
+def test_stage_programs_and_a_caption_only_program_are_checked(override, message):
+    with pytest.raises(Exception, match=message):
+        rl = to_typed(compose_config(["recipe=shapes_uae", override])).rl
+        rl.__post_init__()
+        rl.check()
 
 
 def test_misspelt_key_wrong_type_and_unknown_recipe_are_named():

@@ -144,3 +144,19 @@ def test_trajectories_of_different_rounds_score_together(tiny_adapter):
     assert [t.info["rounds"] for t in trajectories] == [1, 1, 2, 2, 3, 3]
     assert [s.name for s in trajectories[2].segments] == ["plan", "image", "description", "verdict", "reflection", "regen_image"]
     assert _recomputed_gap(tiny_adapter, program, trajectories) <= 1e-4
+
+
+def test_reconstruction_without_redraw_writes_the_same_captions_and_only_them(tiny_adapter):
+    """redraw=False: the captions (ids and log-probs) of the redrawing program, no image, one view."""
+    items_ = shapes_items("reconstruction", 2, seed=7)
+    kwargs = {"seed": 2, "num_generations": 2, "guidance": Guidance(3.0), "max_caption_tokens": 12}
+    full = Reconstruction(tiny_adapter, **kwargs)(items_)
+    captions = Reconstruction(tiny_adapter, redraw=False, **kwargs)
+    only = captions(items_)
+    assert [[s.name for s in t.segments] for t in only] == [["caption"]] * 4
+    for a, b in zip(full, only):
+        assert torch.equal(a.segment("caption").ids, b.segment("caption").ids)
+        assert torch.equal(a.segment("caption").logprobs, b.segment("caption").logprobs)
+    assert set(captions.timings) == {"caption"}
+    assert [list(v.segments) for v in captions.teacher_forced(only[0])] == [["caption"]]
+    assert _recomputed_gap(tiny_adapter, captions, only) <= 1e-4

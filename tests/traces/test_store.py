@@ -84,6 +84,23 @@ def test_a_real_trajectory_round_trips_with_its_images_beside_the_store(tmp_path
     assert store.manifest["run_config"] == {"seed": 0}
 
 
+def test_a_caption_only_reconstruction_round_trips(tmp_path):
+    """rollout.redraw=false: the caption and its source, no image column, no final image."""
+    source = Image.new("RGB", (8, 8), "blue")
+    trajectory = Trajectory(
+        "p0/0", "p0", "a photo of a blue square", "reconstruction", [Segment("caption", "text", text="a blue square")],
+        source_image=source, info={"seconds": {"caption": 0.25}},
+    )  # fmt: skip
+    programs = {"captions": {"rollout": {"program": "reconstruction", "redraw": False},
+                             "reward": {"terms": {"rebuilt": {"segments": ["caption"]}}}}}  # fmt: skip
+    assert [c for c in trace_columns(programs) if c.startswith("seconds/")] == ["seconds/caption"]
+    writer = TraceWriter(tmp_path / "store", {"seed": 0}, programs=programs)
+    writer.write_step(1, [trace_row(trajectory, writer.root, "run", 1)])
+    (row,) = TraceStore.open(tmp_path / "store").table().to_pylist()
+    assert row["caption"] == "a blue square" and row["image_path"] is None and row["final_image"] is None
+    assert row["source_image_path"] == "images/p0_0.source.png" and row["seconds/caption"] == 0.25
+
+
 def test_rewriting_a_step_replaces_it_and_discard_after_drops_later_steps(store_dir):
     writer = TraceWriter(store_dir)  # reopened: the store keeps its columns
     writer.write_step(2, synthetic_rows(2, 4, seed=1))
