@@ -58,8 +58,8 @@ def test_the_uae_recipe_trains_captions_on_a_frozen_decoder_then_images_on_the_p
         ("rl.stages=[{name: a, steps: 1, programs: [captioning], segments: [image]}]",
          r"rl.stages\[0\] \(a\).segments: no reward term of its programs trains 'image' \(trained: \['caption'\]\)"),
         ("rl.programs.captioning.reward.terms.caption_reconstruction.segments=[caption,image]",
-         r"rl.programs.captioning.reward.terms.caption_reconstruction.segments: the reconstruction program writes "
-         r"no segment 'image' \(it writes \['caption'\]\)"),
+         (r"rl.programs.captioning.reward.terms.caption_reconstruction.segments: the reconstruction program writes "
+          r"no segment 'image' \(it writes \['caption'\]\)")),
         ("rl.programs.captioning.rollout.program=introspective_t2i",
          r"rollout.redraw=false applies to the reconstruction program only"),
     ],
