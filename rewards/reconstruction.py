@@ -227,13 +227,15 @@ class CaptionReconstruction(Scorer):
         if missing:
             raise ValueError(f"caption_reconstruction: trajectories {missing} have no source_image")
         captions = [t.text(self.segment) for t in trajectories]
-        # Drawing j of caption i at row i * draws + j.
-        rows = [text for text in captions for _ in range(self.draws)]
-        seeds = [zlib.crc32(f"{self.seed}/{j}/{text}".encode()) for text in captions for j in range(self.draws)]
-        images = self.decoder(rows, seeds)
-        if len(images) != len(rows):
-            raise ValueError(f"decoder {self.decoder!r} returned {len(images)} images for {len(rows)} drawings")
-        drawn = [images[i * self.draws] is not None for i in range(len(captions))]
+        # Each distinct caption is drawn once (its drawings depend on its text alone): the captions
+        # of a group often repeat.
+        distinct = list(dict.fromkeys(captions))
+        seeds = [zlib.crc32(f"{self.seed}/{j}/{text}".encode()) for text in distinct for j in range(self.draws)]
+        images = self.decoder([text for text in distinct for _ in range(self.draws)], seeds)
+        if len(images) != len(seeds):
+            raise ValueError(f"decoder {self.decoder!r} returned {len(images)} images for {len(seeds)} drawings")
+        drawings = {text: images[k * self.draws : (k + 1) * self.draws] for k, text in enumerate(distinct)}
+        drawn = [drawings[text][0] is not None for text in captions]
         undrawable = [t.id for t, ok in zip(trajectories, drawn) if not ok]
         if undrawable and self.unparsed_score is None:
             raise ValueError(
@@ -243,9 +245,10 @@ class CaptionReconstruction(Scorer):
         kept = [i for i, ok in enumerate(drawn) if ok]
         scores = [self.unparsed_score] * len(trajectories)
         if kept:
-            rows_kept = [r for i in kept for r in range(i * self.draws, (i + 1) * self.draws)]
-            values = self.similarity([trajectories[r // self.draws].source_image for r in rows_kept], [images[r] for r in rows_kept])
-            for i, mean in zip(kept, np.asarray(values, dtype=np.float64).reshape(len(kept), self.draws).mean(axis=1)):
+            sources = [trajectories[i].source_image for i in kept for _ in range(self.draws)]
+            values = self.similarity(sources, [image for i in kept for image in drawings[captions[i]]])
+            means = np.asarray(values, dtype=np.float64).reshape(len(kept), self.draws).mean(axis=1)
+            for i, mean in zip(kept, means):
                 scores[i] = float(mean)
         details = [{"drawn": ok} for ok in drawn]
         return ScoreBatch(scores, details)
