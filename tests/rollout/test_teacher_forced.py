@@ -122,8 +122,11 @@ def test_bad_trajectories_are_named(tiny_adapter):
     with pytest.raises(ValueError, match=r"trajectory 'p0003/1': unknown program 'mine'"):
         teacher_forced(tiny_adapter, _trajectory("mine", []))
     caption = Segment("caption", "text", ids=torch.tensor([5, 6]), text="x")
-    with pytest.raises(ValueError, match=r"trajectory 'p0003/1' has no segment 'image'"):
+    # A caption alone is a trajectory of `rollout.redraw: false`: its one view needs the source.
+    with pytest.raises(ValueError, match=r"trajectory 'p0003/1' has no source_image: segment 'caption''s context"):
         teacher_forced(tiny_adapter, _trajectory("reconstruction", [caption]))
+    (view,) = teacher_forced(tiny_adapter, _trajectory("reconstruction", [caption], source_image=image))
+    assert list(view.segments) == ["caption"]
     zeros = torch.zeros(tiny_adapter.spec.num_image_tokens, dtype=torch.long)
     codes = Segment("image", "image", ids=zeros, image=image)
     with pytest.raises(ValueError, match=r"trajectory 'p0003/1' has no source_image"):
