@@ -15,7 +15,7 @@ reward actor.
 """
 
 from rewards.advantages import ADVANTAGE_ESTIMATORS, normalize, zero_spread_groups
-from rewards.base import FINAL, SCORERS, Resources, ScoreBatch, Scorer, ScorerError, build_scorer, register_scorer
+from rewards.base import FINAL, SCORERS, SOURCE, Resources, ScoreBatch, Scorer, ScorerError, build_scorer, register_scorer
 from rewards.clip import ClipScore
 from rewards.config import RewardCheckConfig, RewardConfig, TermConfig
 from rewards.consistency import SelfConsistency
@@ -32,6 +32,7 @@ __all__ = [
     "EMBEDDERS",
     "FINAL",
     "SCORERS",
+    "SOURCE",
     "CaptionDecoder",
     "CaptionReconstruction",
     "ClipScore",

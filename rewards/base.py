@@ -39,6 +39,8 @@ from coevolve.trajectory import Trajectory
 
 FINAL = "final"
 """Image selector for the regenerated image when a trajectory has one, else its first image."""
+SOURCE = "source"
+"""Image selector for the image a trajectory started from (`Trajectory.source_image`)."""
 
 
 @dataclass(frozen=True)
@@ -86,13 +88,19 @@ def class_path(cls: type) -> str:
 
 
 def select_image(trajectory: Trajectory, segment: str) -> Image.Image:
-    """The image a scorer reads: segment `segment`, or with `FINAL` the trajectory's final image."""
+    """The image a scorer reads: segment `segment`, with `FINAL` the trajectory's final image, with
+    `SOURCE` the image it started from (`source_image`: a reconstruction's render, a self-check's
+    judged image)."""
+    if segment == SOURCE:
+        if trajectory.source_image is None:
+            raise ValueError(f"trajectory {trajectory.id!r} has no source image (segment {SOURCE!r})")
+        return trajectory.source_image
     return trajectory.final_image if segment == FINAL else trajectory.image(segment)
 
 
 def check_segment_name(segment: str, owner: str) -> str:
     if not isinstance(segment, str) or not segment:
-        raise ValueError(f"{owner}: segment must be a segment name or {FINAL!r}, got {segment!r}")
+        raise ValueError(f"{owner}: segment must be a segment name, {FINAL!r} or {SOURCE!r}, got {segment!r}")
     return segment
 
 

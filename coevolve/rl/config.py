@@ -38,6 +38,7 @@ PROGRAM_SEGMENTS = {
     # "description": written when the checkpoint's self-check describes the image first.
     "introspective_t2i": ("plan", "image", "description", "verdict", "reflection", "regen_image"),
     "reconstruction": ("caption", "image"),
+    "self_check": ("description", "verdict"),
 }
 """The segment names each built-in program writes that a reward term may train."""
 

@@ -29,8 +29,9 @@ class WorkerConfig:
 
 @dataclass
 class RolloutConfig:
-    # "introspective_t2i" (plan → image → verdict → reflection → image) or "reconstruction" (UAE:
-    # image → caption → image); coevolve/rollout/programs.py.
+    # "introspective_t2i" (plan → image → verdict → reflection → image), "reconstruction" (UAE:
+    # image → caption → image) or "self_check" (image + prompt → verdict: the self-check turn alone,
+    # on given images); coevolve/rollout/programs.py.
     program: str = "introspective_t2i"
     # Trajectories per prompt (GRPO's group size, TRL's name).
     num_generations: int = 4
@@ -127,6 +128,13 @@ class RolloutConfig:
 
     def program_kwargs(self, unconditional: str) -> dict[str, Any]:
         """Constructor kwargs of `programs.PROGRAMS[self.program]` (besides adapter and seed)."""
+        if self.program == "self_check":  # draws no image: no guidance
+            return {
+                "num_generations": self.num_generations,
+                "sampling": self.sampling,
+                "max_verdict_tokens": self.max_verdict_tokens,
+                "max_caption_tokens": self.max_caption_tokens,
+            }
         common = {
             "num_generations": self.num_generations,
             "guidance": self.guidance(unconditional),

@@ -3,6 +3,9 @@
 - `shapes`: example i is `sample_example(derive_seed(seed, i), TAGS[i % 6])` (the GenEval
   categories interleaved); T2I items carry its prompt and `metadata["geneval"]`, reconstruction
   items also its render (the source image) and `metadata["caption"]`, the world's own caption.
+  Self-check items come in pairs: items 2j and 2j + 1 share the prompt of
+  `sample_example(derive_seed(seed, j), TAGS[j % 6])`, the first with its satisfying render, the
+  second with the violating one (`metadata["satisfies"]`), so any even count is balanced.
 - a `.txt` file (introspective_t2i): one prompt per line.
 - any other path: a data source in the record schema (`coevolve/data/records.py`: prompt + image),
   read and decoded by `load_records`, so an unreadable image fails with file, row and field named.
@@ -29,9 +32,18 @@ def shapes_items(program: str, num: int, seed: int, start: int = 0) -> list[Roll
     """Examples start .. start + num - 1 of the seeded shapes stream."""
     items = []
     for i in range(start, start + num):
-        example = sample_example(derive_seed(seed, i), TAGS[i % len(TAGS)])
+        if program == "self_check":
+            # Pairs: one prompt, its satisfying render (even i) and its violating one (odd i), so
+            # only what the render shows tells the two apart.
+            pair = i // 2
+            example = sample_example(derive_seed(seed, pair), TAGS[pair % len(TAGS)], satisfies=i % 2 == 0)
+        else:
+            example = sample_example(derive_seed(seed, i), TAGS[i % len(TAGS)])
         metadata = {GENEVAL: example.metadata, "tag": example.tag}
-        if program == "reconstruction":
+        if program == "self_check":
+            metadata["satisfies"] = example.satisfies
+            items.append(RolloutItem(_id(i), example.prompt, metadata, example.render()))
+        elif program == "reconstruction":
             metadata["caption"] = example.caption
             items.append(RolloutItem(_id(i), example.prompt, metadata, example.render()))
         else:
@@ -47,8 +59,8 @@ def load_items(source: str, program: str, num: int, seed: int) -> list[RolloutIt
     if not path.exists():
         raise FileNotFoundError(f"rollout.source: {path} does not exist")
     if path.suffix == ".txt":
-        if program == "reconstruction":
-            raise ValueError(f"rollout.source={source}: the reconstruction program needs images, not a prompt list")
+        if program in ("reconstruction", "self_check"):
+            raise ValueError(f"rollout.source={source}: the {program} program needs images, not a prompt list")
         lines = path.read_text().splitlines()[:num]
         for number, line in enumerate(lines, start=1):
             if not line.strip():

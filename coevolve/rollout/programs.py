@@ -33,12 +33,18 @@ scorer compares it with `trajectory.source_image`. With `redraw=False` the traje
 caption (UAE's first stage, whose decoder is frozen: `caption_reconstruction` draws the caption
 outside the policy, so the policy's redraw would cost most of the step and train nothing).
 
+`SelfCheck`: the introspective program's self-check turn alone, on an image given with the item
+(`item.image`, kept as `trajectory.source_image`) and its prompt — (`description` →) `verdict`,
+sampled as in step 3 above, `info["p_yes"]` alike. No image is drawn, so a step can hold hundreds
+of verdicts on images whose truth is known (the shapes world's renders, half violating their
+prompt); a judge reads the same image with `segment: source`.
+
 Teacher-forced views (`teacher_forced`): the learner recomputes, with gradient, the log-prob of
 every token a program drew, in the context it was drawn in. A program rebuilds those contexts from
 a trajectory as `TeacherForced` model sequences (the drawn pieces scored), without its sampling
 settings: `IntrospectiveT2I` gives the image turn (plan, image and every later round's context,
 reflection and image) and one self-check turn per verdict (its first token scored among
-" Yes"/" No", `Text.choices`); `Reconstruction` the captioning turn and the image turn of the caption.
+" Yes"/" No", `Text.choices`); `Reconstruction` the captioning turn and the image turn of the caption; `SelfCheck` the self-check turn of its image.
 Scored with the program's guidance and sampling (`adapter.logprobs`), they give back the recorded
 `Segment.logprobs` where `Segment.mask` is True.
 
@@ -162,6 +168,77 @@ def _image_segment(name: str, codes: torch.Tensor, logprobs: torch.Tensor, image
     )
 
 
+def sample_self_checks(
+    adapter: JanusAdapter,
+    images: list[Image.Image],
+    prompts: list[str],
+    generators,
+    sampling: Sampling,
+    max_verdict_tokens: int,
+    max_description_tokens: int,
+) -> tuple[Judgement, list[tuple]]:
+    """The self-check turn of each (image, prompt): the Judgement (with a describing checkpoint, its
+    descriptions) and (ids, logprobs, mask, text) of each verdict."""
+    judgement = adapter.judge(
+        images,
+        prompts,
+        reason=True,
+        max_reason_tokens=max_verdict_tokens,
+        sampling=sampling,
+        stop_ids=(adapter.spec.eos_id,),
+        generator=generators,
+        max_description_tokens=max_description_tokens,
+    )
+    verdicts = []
+    for i, answer in enumerate(judgement.answer_ids):
+        reason_ids, reason_logprobs = judgement.reasons.ids[i], judgement.reasons.logprobs[i]
+        # The first answer token was drawn (restricted to Yes/No); further answer tokens are forced.
+        forced = len(answer) - 1
+        ids = torch.cat([torch.tensor(answer), reason_ids])
+        logprobs = torch.cat([judgement.answer_logprobs[i : i + 1], torch.zeros(forced), reason_logprobs])
+        mask = torch.cat(
+            [torch.tensor([True]), torch.zeros(forced, dtype=torch.bool), torch.ones(len(reason_ids), dtype=torch.bool)]
+        )
+        text = adapter.tokenizer.decode(ids, skip_special_tokens=True)
+        verdicts.append((ids, logprobs, mask, text))
+    return judgement, verdicts
+
+
+def self_check_segments(judgement: Judgement, verdicts: list[tuple], i: int, verdict_name: str) -> list[Segment]:
+    """Row `i`'s self-check as trajectory segments: its description (describing checkpoints), its verdict."""
+    segments = []
+    if (described := judgement.descriptions) is not None:
+        segments.append(
+            _text_segment(description_name(verdict_name), described.ids[i], described.logprobs[i], described.texts[i])
+        )
+    ids, logprobs, mask, text = verdicts[i]
+    return [*segments, _text_segment(verdict_name, ids, logprobs, text, mask)]
+
+
+def self_check_view(
+    adapter: JanusAdapter, trajectory: Trajectory, image: Image.Image, verdict_name: str, program: str
+) -> TeacherForced:
+    """The self-check turn of `image`: `judge_context` (with a describing checkpoint, its description
+    scored), then the verdict, its first token scored among the judge's " Yes"/" No"."""
+    verdict = _drawn(trajectory, verdict_name, "text", program)
+    scored: dict[str, int] = {}
+    if adapter.self_check == "describe":
+        name = description_name(verdict_name)
+        description = Text(_drawn(trajectory, name, "text", program).ids, scored=True)
+        context = adapter.judge_context(image, trajectory.prompt, description=description)
+        scored[name] = next(i for i, piece in enumerate(context) if piece is description)
+    else:
+        context = adapter.judge_context(image, trajectory.prompt)
+    choices = adapter.judge_choices(context)
+    if int(verdict.ids[0]) not in choices:
+        raise ValueError(
+            f"{program}: trajectory {trajectory.id!r}: segment {verdict_name!r} starts with id "
+            f"{int(verdict.ids[0])}, not one of the judge's first answer tokens {choices}"
+        )
+    verdict_text = Text(verdict.ids, scored=True, choices=choices)
+    return TeacherForced((*context, verdict_text), {**scored, verdict_name: len(context)})
+
+
 class Program:
     """Base of the rollout programs: rows, seeds, timings, input checks."""
 
@@ -215,6 +292,20 @@ class Program:
                 f"{self.name}: item {item.id!r} is too long: its {what} context is {length} positions and the "
                 f"token budgets add {new_positions}, over the model's {room} positions (prompt {item.prompt[:60]!r})"
             )
+
+    def _check_prompt(self, item: RolloutItem) -> None:
+        if not isinstance(item.prompt, str) or not item.prompt.strip():
+            raise ValueError(f"{self.name}: item {item.id!r} has an empty prompt")
+
+    def _check_self_check_room(self, item: RolloutItem, max_description_tokens: int, max_verdict_tokens: int) -> None:
+        """The self-check turn of `item.prompt` (its description at full length) leaves room for the verdict."""
+        blank = Image.new("RGB", (self.adapter.spec.image_size,) * 2)
+        if self.adapter.self_check == "describe":
+            description = torch.tensor([self.adapter.spec.eos_id] * max_description_tokens)
+            context = self.adapter.judge_context(blank, item.prompt, description=description)
+        else:
+            context = self.adapter.judge_context(blank, item.prompt)
+        self._check_room(item, context, max_verdict_tokens, "self-check")
 
     def check(self, items: Sequence[RolloutItem]) -> None:
         """Raise a ValueError naming the item for input this program cannot sample; nothing is sampled."""
@@ -303,48 +394,15 @@ class IntrospectiveT2I(Program):
         image = self.adapter.spec.num_image_tokens + 2
         rounds = self.max_rounds - 1
         turn = self.max_plan_tokens + image + rounds * (image + self.max_verdict_tokens + self.max_reflection_tokens)
-        blank = Image.new("RGB", (self.adapter.spec.image_size,) * 2)
         for item in items:
-            if not isinstance(item.prompt, str) or not item.prompt.strip():
-                raise ValueError(f"{self.name}: item {item.id!r} has an empty prompt")
+            self._check_prompt(item)
             self._check_room(item, self.adapter.image_prompt(item.prompt), turn, "image turn")
-            if self.adapter.self_check == "describe":
-                description = torch.tensor([self.adapter.spec.eos_id] * self.max_caption_tokens)
-                context = self.adapter.judge_context(blank, item.prompt, description=description)
-            else:
-                context = self.adapter.judge_context(blank, item.prompt)
-            self._check_room(item, context, self.max_verdict_tokens, "self-check")
+            self._check_self_check_room(item, self.max_caption_tokens, self.max_verdict_tokens)
 
     def _judge(self, images, prompts, generators) -> tuple[Judgement, list[tuple]]:
-        """The self-check of each image: the Judgement and (ids, logprobs, mask, text) of each verdict."""
-        adapter = self.adapter
-        judgement = adapter.judge(
-            images,
-            prompts,
-            reason=True,
-            max_reason_tokens=self.max_verdict_tokens,
-            sampling=self.sampling,
-            stop_ids=(adapter.spec.eos_id,),
-            generator=generators,
-            max_description_tokens=self.max_caption_tokens,
+        return sample_self_checks(
+            self.adapter, images, prompts, generators, self.sampling, self.max_verdict_tokens, self.max_caption_tokens
         )
-        verdicts = []
-        for i, answer in enumerate(judgement.answer_ids):
-            reason_ids, reason_logprobs = judgement.reasons.ids[i], judgement.reasons.logprobs[i]
-            # The first answer token was drawn (restricted to Yes/No); further answer tokens are forced.
-            forced = len(answer) - 1
-            ids = torch.cat([torch.tensor(answer), reason_ids])
-            logprobs = torch.cat([judgement.answer_logprobs[i : i + 1], torch.zeros(forced), reason_logprobs])
-            mask = torch.cat(
-                [
-                    torch.tensor([True]),
-                    torch.zeros(forced, dtype=torch.bool),
-                    torch.ones(len(reason_ids), dtype=torch.bool),
-                ]
-            )
-            text = adapter.tokenizer.decode(ids, skip_special_tokens=True)
-            verdicts.append((ids, logprobs, mask, text))
-        return judgement, verdicts
 
     def __call__(
         self, items: Sequence[RolloutItem], step: int = 0, policy_version: int | None = None
@@ -405,16 +463,10 @@ class IntrospectiveT2I(Program):
                     images, [prompts[r] for r in active], self._generators(items, step, verdict_name, active)
                 )
             going = []
-            for i, (r, row_codes, p_yes, (ids, lp, mask, text)) in enumerate(
+            for i, (r, row_codes, p_yes, (ids, _, _, text)) in enumerate(
                 zip(active, codes, judgement.p_yes, verdicts)
             ):
-                if (described := judgement.descriptions) is not None:
-                    segments[r].append(
-                        _text_segment(
-                            description_name(verdict_name), described.ids[i], described.logprobs[i], described.texts[i]
-                        )
-                    )
-                segments[r].append(_text_segment(verdict_name, ids, lp, text, mask))
+                segments[r] += self_check_segments(judgement, verdicts, i, verdict_name)
                 info[r][f"p_yes/{verdict_name}"] = float(p_yes)
                 parsed = parse_verdict(text)
                 if parsed is not None and parsed.matches:
@@ -485,27 +537,8 @@ class IntrospectiveT2I(Program):
 
     @classmethod
     def _self_check(cls, adapter: JanusAdapter, trajectory: Trajectory, image_name: str, verdict_name: str):
-        """The self-check turn of one image: `judge_context` of the decoded image (with a describing
-        checkpoint, its description scored), then the verdict."""
         image = _drawn(trajectory, image_name, "image", cls.name).image
-        verdict = _drawn(trajectory, verdict_name, "text", cls.name)
-        scored: dict[str, int] = {}
-        if adapter.self_check == "describe":
-            name = description_name(verdict_name)
-            description = Text(_drawn(trajectory, name, "text", cls.name).ids, scored=True)
-            context = adapter.judge_context(image, trajectory.prompt, description=description)
-            scored[name] = next(i for i, piece in enumerate(context) if piece is description)
-        else:
-            context = adapter.judge_context(image, trajectory.prompt)
-        choices = adapter.judge_choices(context)
-        if int(verdict.ids[0]) not in choices:
-            raise ValueError(
-                f"{cls.name}: trajectory {trajectory.id!r}: segment {verdict_name!r} starts with id "
-                f"{int(verdict.ids[0])}, not one of the judge's first answer tokens {choices}"
-            )
-        verdict_text = Text(verdict.ids, scored=True, choices=choices)
-        return TeacherForced((*context, verdict_text), {**scored, verdict_name: len(context)})
-
+        return self_check_view(adapter, trajectory, image, verdict_name, cls.name)
 
 class Reconstruction(Program):
     """Source image → caption → image from the caption (UAE); see the module docstring."""
@@ -608,5 +641,80 @@ class Reconstruction(Program):
         return cls._check_views(trajectory, views)
 
 
-PROGRAMS: dict[str, type[Program]] = {IntrospectiveT2I.name: IntrospectiveT2I, Reconstruction.name: Reconstruction}
+class SelfCheck(Program):
+    """Image + prompt → (description →) verdict: the introspective program's self-check turn alone,
+    on images given with the item (`item.image`, e.g. the shapes world's renders, half of them
+    violating their prompt); see the module docstring."""
+
+    name = "self_check"
+    phases = ("verdict",)
+
+    def __init__(
+        self,
+        adapter: JanusAdapter,
+        seed: int = 0,
+        num_generations: int = 1,
+        sampling: Sampling = DEFAULT_SAMPLING,
+        max_verdict_tokens: int = 48,
+        max_caption_tokens: int = 32,
+    ):
+        super().__init__(adapter, seed, num_generations, sampling=sampling)
+        for key, value in (("max_verdict_tokens", max_verdict_tokens), ("max_caption_tokens", max_caption_tokens)):
+            if value < 1:
+                raise ValueError(f"{key} must be >= 1, got {value}")
+        self.max_verdict_tokens, self.max_caption_tokens = max_verdict_tokens, max_caption_tokens
+
+    def check(self, items: Sequence[RolloutItem]) -> None:
+        self._check_ids(items)
+        for item in items:
+            if not isinstance(item.image, Image.Image):
+                raise ValueError(f"{self.name}: item {item.id!r} has no image to judge")  # noqa: TRY004 - bad input
+            self._check_prompt(item)
+            self._check_self_check_room(item, self.max_caption_tokens, self.max_verdict_tokens)
+
+    def __call__(
+        self, items: Sequence[RolloutItem], step: int = 0, policy_version: int | None = None
+    ) -> list[Trajectory]:
+        self.check(items)
+        n, self.timings = self.num_generations, {}
+        rows = [items[r // n] for r in range(len(items) * n)]
+        with self._timed("verdict"):
+            judgement, verdicts = sample_self_checks(
+                self.adapter,
+                [item.image for item in rows],
+                [item.prompt for item in rows],
+                self._generators(items, step, VERDICT),
+                self.sampling,
+                self.max_verdict_tokens,
+                self.max_caption_tokens,
+            )
+        trajectories = [
+            Trajectory(
+                id=f"{item.id}/{r % n}",
+                group=item.id,
+                prompt=item.prompt,
+                program=self.name,
+                segments=self_check_segments(judgement, verdicts, r, VERDICT),
+                metadata=dict(item.metadata),
+                source_image=item.image,
+                info={"p_yes": float(judgement.p_yes[r])},
+                policy_version=policy_version,
+            )
+            for r, item in enumerate(rows)
+        ]
+        self._share_timings(trajectories)
+        return trajectories
+
+    @classmethod
+    def views(cls, adapter: JanusAdapter, trajectory: Trajectory) -> list[TeacherForced]:
+        """The self-check turn of the judged image (`source_image`)."""
+        cls._check_program(trajectory)
+        if trajectory.source_image is None:
+            raise ValueError(f"{cls.name}: trajectory {trajectory.id!r} has no source_image: the image it judged")
+        return cls._check_views(trajectory, [self_check_view(adapter, trajectory, trajectory.source_image, VERDICT, cls.name)])
+
+
+PROGRAMS: dict[str, type[Program]] = {
+    program.name: program for program in (IntrospectiveT2I, Reconstruction, SelfCheck)
+}
 """Rollout programs by name (`rollout.program` in config)."""

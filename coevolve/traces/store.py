@@ -130,6 +130,8 @@ def _program_parts(rollout: Mapping) -> tuple[list[str], tuple[str, ...]]:
         if not rollout.get("redraw", True):  # the caption alone
             return ["caption", "source_image_path"], PROGRAMS[program].caption_phases
         columns = ["caption", "image_path", "source_image_path"]
+    elif program == "self_check":
+        columns = ["source_image_path", "description", "verdict"]
     else:
         rounds = int(rollout.get("max_rounds", 2))
         # A describing checkpoint's self-check writes a description before each verdict (null otherwise).

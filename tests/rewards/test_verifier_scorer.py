@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from coevolve.trajectory import REGEN_IMAGE, Segment
-from rewards import FINAL, ShapesVerifier
+from rewards import FINAL, SOURCE, ShapesVerifier
 from rewards.check import shapes_pairs
 
 PAIRS = shapes_pairs(24, seed=11)
@@ -35,6 +35,12 @@ def test_segment_selects_the_image_read():
     assert ShapesVerifier().score([trajectory]).scores == [0.0]
     assert ShapesVerifier(segment=REGEN_IMAGE).score([trajectory]).scores == [1.0]
     assert ShapesVerifier(segment=FINAL).score([trajectory]).scores == [1.0]  # the regenerated image when there is one
+    # SOURCE: the image the trajectory started from (a self-check's judged image).
+    trajectory.source_image = None
+    with pytest.raises(ValueError, match=r"trajectory 'pair0/negative' has no source image \(segment 'source'\)"):
+        ShapesVerifier(segment=SOURCE).score([trajectory])
+    trajectory.source_image = positive.image("image")
+    assert ShapesVerifier(segment=SOURCE).score([trajectory]).scores == [1.0]
 
 
 def test_missing_metadata_names_the_sample():

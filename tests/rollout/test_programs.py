@@ -1,5 +1,6 @@
 """The rollout programs in process: the shared Trajectory they write, batch invariance, the
-regeneration policies and the segment names of several rounds, the reconstruction program."""
+regeneration policies and the segment names of several rounds, the reconstruction program, the
+self-check program."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import torch
 from coevolve.model.guidance import Guidance
 from coevolve.model.sampling import Sampling
 from coevolve.rollout.items import shapes_items
-from coevolve.rollout.programs import IntrospectiveT2I, Reconstruction, RolloutItem, continued_context
+from coevolve.data.shapes import verify
+from coevolve.rollout.programs import IntrospectiveT2I, Reconstruction, RolloutItem, SelfCheck, continued_context
+from rewards.consistency import SelfConsistency
 from rewards.reconstruction import Reconstruction as ReconstructionScorer
 
 SMALL = {"max_plan_tokens": 8, "max_verdict_tokens": 6, "max_reflection_tokens": 6}
@@ -95,3 +98,32 @@ def test_empty_and_over_long_prompts_are_named(sft_adapter, bad, match):
     batch[1].prompt = bad
     with pytest.raises(ValueError, match=match):
         program(batch)
+
+
+def test_self_check_judges_each_given_image_and_its_pair_shares_the_prompt(sft_adapter):
+    sources = shapes_items("self_check", 4, seed=7)
+    # Items 2j and 2j + 1: one prompt, its satisfying render and its violating one.
+    assert [item.metadata["satisfies"] for item in sources] == [True, False, True, False]
+    assert sources[0].prompt == sources[1].prompt and sources[2].prompt == sources[3].prompt
+    assert [verify(item.image, item.metadata["geneval"]).correct for item in sources] == [True, False, True, False]
+    program = SelfCheck(sft_adapter, seed=0, num_generations=2, max_verdict_tokens=6, max_caption_tokens=12)
+    trajectories = program(sources, policy_version=3)
+    assert [t.id for t in trajectories] == [f"p{i:04d}/{k}" for i in range(4) for k in range(2)]
+    for i, t in enumerate(trajectories):
+        assert [s.name for s in t.segments] == ["description", "verdict"] and t.program == "self_check"
+        assert t.source_image is sources[i // 2].image and t.prompt == sources[i // 2].prompt
+        assert t.group == sources[i // 2].id and t.policy_version == 3 and 0 < t.info["p_yes"] < 1
+        assert sft_adapter.tokenizer.decode(t.segment("verdict").ids[:1]).strip() in ("Yes", "No")
+        assert set(t.info["seconds"]) == {"verdict"}
+    # A judge reads the judged image as segment "source".
+    scorer = SelfConsistency(judge={"name": "shapes_verifier", "segment": "source"}, self_source="verdict",
+                             unparsed_score=0.0)  # fmt: skip
+    details = scorer.score(trajectories).details
+    assert [d["judge"] for d in details] == [1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0]
+
+
+def test_self_check_names_an_item_without_an_image(sft_adapter):
+    batch = shapes_items("self_check", 2, seed=7)
+    batch[1].image = None
+    with pytest.raises(ValueError, match="self_check: item 'p0001' has no image to judge"):
+        SelfCheck(sft_adapter)(batch)

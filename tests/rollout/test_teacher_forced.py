@@ -13,6 +13,7 @@ from coevolve.rollout.items import shapes_items
 from coevolve.rollout.programs import (
     IntrospectiveT2I,
     Reconstruction,
+    SelfCheck,
     TeacherForced,
     teacher_forced,
 )
@@ -163,3 +164,20 @@ def test_reconstruction_without_redraw_writes_the_same_captions_and_only_them(ti
     assert set(captions.timings) == {"caption"}
     assert [list(v.segments) for v in captions.teacher_forced(only[0])] == [["caption"]]
     assert _recomputed_gap(tiny_adapter, captions, only) <= 1e-4
+
+
+@pytest.mark.parametrize("sampling", SAMPLINGS, ids=["t1", "t0.7-k20"])
+def test_self_check_views_give_back_every_sampled_logprob(tiny_adapter, sampling):
+    program = SelfCheck(tiny_adapter, seed=3, num_generations=2, sampling=sampling, max_verdict_tokens=6,
+                        max_caption_tokens=8)  # fmt: skip
+    trajectories = program(shapes_items("self_check", 2, seed=7))
+    (view,) = program.teacher_forced(trajectories[0])
+    description, verdict = view.segments["description"], view.segments["verdict"]
+    assert description < verdict and len(view.sequence[verdict].choices) == 2
+    gap = _recomputed_gap(tiny_adapter, program, trajectories)
+    print(f"max |recomputed - sampled| log-prob ({sampling}): {gap:.2e}")
+    assert gap <= 1e-4
+    lost = trajectories[0]
+    lost.source_image = None
+    with pytest.raises(ValueError, match=r"self_check: trajectory 'p0000/0' has no source_image: the image it judged"):
+        teacher_forced(tiny_adapter, lost)

@@ -101,6 +101,25 @@ def test_a_caption_only_reconstruction_round_trips(tmp_path):
     assert row["source_image_path"] == "images/p0_0.source.png" and row["seconds/caption"] == 0.25
 
 
+def test_a_self_check_round_trips(tmp_path):
+    """The self-check program: its judged image as the source, its description and verdict, P(yes)."""
+    source = Image.new("RGB", (8, 8), "red")
+    segments = [Segment("description", "text", text=" a red circle"),
+                Segment("verdict", "text", text=" No, the image does not match the prompt because x.")]  # fmt: skip
+    trajectory = Trajectory("p1/0", "p1", "a photo of a blue circle", "self_check", segments, source_image=source,
+                            info={"p_yes": 0.25, "seconds": {"verdict": 0.5}})  # fmt: skip
+    programs = {"self_check": {"rollout": {"program": "self_check"},
+                               "reward": {"terms": {"agree": {"segments": ["verdict"]}}}}}  # fmt: skip
+    columns = trace_columns(programs)
+    assert {"source_image_path", "description", "verdict", "seconds/verdict"} <= set(columns)
+    writer = TraceWriter(tmp_path / "store", {"seed": 0}, programs=programs)
+    writer.write_step(1, [trace_row(trajectory, writer.root, "run", 1)])
+    (row,) = TraceStore.open(tmp_path / "store").table().to_pylist()
+    assert row["verdict"].startswith(" No") and row["description"] == " a red circle" and row["p_yes"] == 0.25
+    assert row["source_image_path"] == "images/p1_0.source.png" and row["final_image"] is None
+    assert row["image_path"] is None and row["seconds/verdict"] == 0.5
+
+
 def test_rewriting_a_step_replaces_it_and_discard_after_drops_later_steps(store_dir):
     writer = TraceWriter(store_dir)  # reopened: the store keeps its columns
     writer.write_step(2, synthetic_rows(2, 4, seed=1))
