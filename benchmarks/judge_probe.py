@@ -9,7 +9,8 @@ on colours for 100 steps, then on all categories.
 
     python benchmarks/judge_probe.py --model runs/shapes/checkpoints/sft --tag colors --steps 150
 
-Nothing is saved: the checkpoint is only read.
+The checkpoint is only read; `--save DIR` writes the trained model there (to start RL from a
+self-check that already compares, e.g. the `self_check` program's).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=50)
     parser.add_argument("--describe", action="store_true",
                         help="the image's true caption precedes the question (describe, then judge)")
+    parser.add_argument("--save", default=None, help="write the trained model to this directory at the end")
     args = parser.parse_args()
     phases = [(args.tag, args.steps)]
     if ">" in args.tag:
@@ -106,6 +108,8 @@ def main() -> None:
             if step % args.every == 0:
                 print(f"  loss {loss.item():.3f}", flush=True)
                 evaluate(step, tag)
+    if args.save:
+        print(f"saved to {adapter.save_pretrained(args.save)}")
 
 
 if __name__ == "__main__":

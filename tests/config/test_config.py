@@ -125,3 +125,26 @@ def test_cfg_job_prints_the_resolved_config(tmp_path, capsys):
     assert printed["model"]["path"] == f"{tmp_path}/checkpoints/tiny"
     assert printed["sft"]["max_steps"] == 600
     assert [phase["name"] for phase in printed["sft"]["phases"]] == ["bind", "read", "mix"]
+
+
+def test_a_self_check_program_trains_its_description_and_verdict_only():
+    from coevolve.rl.config import ProgramConfig, RLConfig, StageConfig
+    from coevolve.rollout.config import RolloutConfig
+    from rewards.config import RewardConfig, TermConfig
+
+    def rl(segments):
+        scorer = {"name": "self_consistency", "self_source": "verdict",
+                  "judge": {"name": "shapes_verifier", "segment": "source"}}  # fmt: skip
+        program = ProgramConfig(RolloutConfig(program="self_check", max_verdict_tokens=8),
+                                RewardConfig(terms={"agree": TermConfig(scorer=scorer, segments=segments)}))  # fmt: skip
+        return RLConfig(programs={"judging": program}, stages=[StageConfig(name="a", steps=1)])
+
+    config = rl(["description", "verdict"])
+    # It draws no image: no guidance among its settings.
+    assert config.programs["judging"].rollout.program_kwargs("") == {
+        "num_generations": 4, "sampling": config.programs["judging"].rollout.sampling, "max_verdict_tokens": 8,
+        "max_caption_tokens": 32,
+    }  # fmt: skip
+    with pytest.raises(ValueError, match=(r"rl.programs.judging.reward.terms.agree.segments: the self_check program "
+                                          r"writes no segment 'image' \(it writes \['description', 'verdict'\]\)")):  # fmt: skip
+        rl(["image", "verdict"])
