@@ -110,6 +110,9 @@ class SFTPhase:
     name: str = MISSING  # its directory under RUN_DIR/sft/
     max_steps: int | None = None
     tasks: TaskMixture | None = None
+    # Keys of `sft.loss_weights` this phase weighs otherwise (the rest are sft's), e.g. the answer
+    # token of a phase that trains the self-check.
+    loss_weights: dict[str, float] | None = None
     learning_rate: float | None = None
     lr_scheduler: str | None = None
     warmup_steps: int | None = None
@@ -179,6 +182,12 @@ class SFTConfig:
             for key in ("max_steps", "tasks", "learning_rate", "lr_scheduler", "warmup_steps")
             if getattr(phase, key) is not None
         }
+        if phase.loss_weights:
+            known = [f.name for f in dataclasses.fields(LossWeights)]
+            unknown = sorted(set(phase.loss_weights) - set(known))
+            if unknown:
+                raise ValueError(f"loss_weights: unknown segment weights {unknown}; known: {known}")
+            overrides["loss_weights"] = dataclasses.replace(self.loss_weights, **phase.loss_weights)
         return dataclasses.replace(self, phases=[], **overrides)
 
     def phase_configs(self) -> list[tuple[str | None, SFTConfig]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import yaml
 from hydra.errors import ConfigCompositionException, MissingConfigException
@@ -148,3 +150,13 @@ def test_a_self_check_program_trains_its_description_and_verdict_only():
     with pytest.raises(ValueError, match=(r"rl.programs.judging.reward.terms.agree.segments: the self_check program "
                                           r"writes no segment 'image' \(it writes \['description', 'verdict'\]\)")):  # fmt: skip
         rl(["image", "verdict"])
+
+
+def test_an_sft_phase_may_reweigh_some_segments_and_keeps_the_rest():
+    phases = "sft.phases=[{name: a, max_steps: 1}, {name: b, max_steps: 1, loss_weights: {verdict_answer: 20.0}}]"
+    config = to_typed(compose_config(["recipe=shapes", phases]))
+    (_, a), (_, b) = config.sft.phase_configs()
+    assert a.loss_weights == config.sft.loss_weights and config.sft.loss_weights.image == 5.0  # the recipe's
+    assert b.loss_weights == dataclasses.replace(config.sft.loss_weights, verdict_answer=20.0)
+    with pytest.raises(Exception, match=r"sft.phases\[0\] \(a\): loss_weights: unknown segment weights \['answer'\]"):
+        to_typed(compose_config(["recipe=shapes", "sft.phases=[{name: a, loss_weights: {answer: 2.0}}]"]))
