@@ -3,7 +3,8 @@
 The SFT judge task trains the whole verdict (answer and reason); here the loss is the cross-entropy
 of the first answer token only (" Yes" vs " No", as `JanusAdapter.judge` reads P(yes)), on seeded
 (prompt, render) pairs of one GenEval category or all of them, half violating their prompt. Every
-`--every` steps it prints the accuracy of P(yes) > 0.5 on held-out pairs and the mean P(yes) gap
+`--every` steps it prints the accuracy of P(yes) > 0.5 on held-out pairs (`--own`: judged over the
+descriptions the model samples itself, as in the rollouts) and the mean P(yes) gap
 between true and violating renders (per category with `--tag all`). `--tag colors>all:100` trains
 on colours for 100 steps, then on all categories.
 
@@ -38,8 +39,13 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=50)
     parser.add_argument("--describe", action="store_true",
                         help="the image's true caption precedes the question (describe, then judge)")
+    parser.add_argument("--own", action="store_true",
+                        help="with --describe, evaluate over the descriptions the model writes itself (sampled) "
+                             "instead of the true captions")
     parser.add_argument("--save", default=None, help="write the trained model to this directory at the end")
     args = parser.parse_args()
+    if args.own and not args.describe:
+        raise SystemExit("--own needs --describe (the describing self-check)")
     phases = [(args.tag, args.steps)]
     if ">" in args.tag:
         first, rest = args.tag.split(">")
@@ -82,6 +88,11 @@ def main() -> None:
 
     def evaluate(step: int, tag: str) -> None:
         contexts, labels, examples = pairs(tag, HELDOUT_SEED, args.heldout, 0)
+        if args.own:  # the self-check as the rollouts and the eval run it: the model describes first
+            images, prompts = [e.render() for e in examples], [e.prompt for e in examples]
+            with torch.no_grad():
+                described = adapter.judge(images, prompts, generator=torch.Generator().manual_seed(step)).descriptions
+            contexts = [adapter.judge_context(i, p, description=d) for i, p, d in zip(images, prompts, described.ids)]
         model.eval()
         with torch.no_grad():
             p_yes = answer_logits(contexts).softmax(-1)[:, 0]
