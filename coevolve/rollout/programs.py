@@ -44,7 +44,8 @@ every token a program drew, in the context it was drawn in. A program rebuilds t
 a trajectory as `TeacherForced` model sequences (the drawn pieces scored), without its sampling
 settings: `IntrospectiveT2I` gives the image turn (plan, image and every later round's context,
 reflection and image) and one self-check turn per verdict (its first token scored among
-" Yes"/" No", `Text.choices`); `Reconstruction` the captioning turn and the image turn of the caption; `SelfCheck` the self-check turn of its image.
+" Yes"/" No", `Text.choices`); `Reconstruction` the captioning turn and the image turn of the
+caption; `SelfCheck` the self-check turn of its image.
 Scored with the program's guidance and sampling (`adapter.logprobs`), they give back the recorded
 `Segment.logprobs` where `Segment.mask` is True.
 
@@ -399,11 +400,6 @@ class IntrospectiveT2I(Program):
             self._check_room(item, self.adapter.image_prompt(item.prompt), turn, "image turn")
             self._check_self_check_room(item, self.max_caption_tokens, self.max_verdict_tokens)
 
-    def _judge(self, images, prompts, generators) -> tuple[Judgement, list[tuple]]:
-        return sample_self_checks(
-            self.adapter, images, prompts, generators, self.sampling, self.max_verdict_tokens, self.max_caption_tokens
-        )
-
     def __call__(
         self, items: Sequence[RolloutItem], step: int = 0, policy_version: int | None = None
     ) -> list[Trajectory]:
@@ -459,8 +455,14 @@ class IntrospectiveT2I(Program):
             if round_ > 1 and round_ == self.max_rounds:
                 break  # the last image is not judged: no round follows
             with self._timed(phase or "verdict"):
-                judgement, verdicts = self._judge(
-                    images, [prompts[r] for r in active], self._generators(items, step, verdict_name, active)
+                judgement, verdicts = sample_self_checks(
+                    adapter,
+                    images,
+                    [prompts[r] for r in active],
+                    self._generators(items, step, verdict_name, active),
+                    self.sampling,
+                    self.max_verdict_tokens,
+                    self.max_caption_tokens,
                 )
             going = []
             for i, (r, row_codes, p_yes, (ids, _, _, text)) in enumerate(
