@@ -169,6 +169,13 @@ def _image_segment(name: str, codes: torch.Tensor, logprobs: torch.Tensor, image
     )
 
 
+def _check_budgets(**budgets: int) -> None:
+    """Every token budget a program takes is at least one token."""
+    for key, value in budgets.items():
+        if value < 1:
+            raise ValueError(f"{key} must be >= 1, got {value}")
+
+
 def sample_self_checks(
     adapter: JanusAdapter,
     images: list[Image.Image],
@@ -377,14 +384,12 @@ class IntrospectiveT2I(Program):
             raise ValueError(f"regenerate must be one of {REGENERATE}, got {regenerate!r}")
         if max_rounds < 1:
             raise ValueError(f"max_rounds (images per trajectory at most) must be >= 1, got {max_rounds}")
-        for key, value in (
-            ("max_plan_tokens", max_plan_tokens),
-            ("max_verdict_tokens", max_verdict_tokens),
-            ("max_reflection_tokens", max_reflection_tokens),
-            ("max_caption_tokens", max_caption_tokens),
-        ):
-            if value < 1:
-                raise ValueError(f"{key} must be >= 1, got {value}")
+        _check_budgets(
+            max_plan_tokens=max_plan_tokens,
+            max_verdict_tokens=max_verdict_tokens,
+            max_reflection_tokens=max_reflection_tokens,
+            max_caption_tokens=max_caption_tokens,
+        )
         self.max_caption_tokens = max_caption_tokens  # a describing self-check's description
         self.regenerate, self.max_rounds = regenerate, max_rounds
         self.max_plan_tokens, self.max_verdict_tokens = max_plan_tokens, max_verdict_tokens
@@ -560,8 +565,7 @@ class Reconstruction(Program):
         redraw: bool = True,
     ):
         super().__init__(adapter, seed, num_generations, guidance, sampling)
-        if max_caption_tokens < 1:
-            raise ValueError(f"max_caption_tokens must be >= 1, got {max_caption_tokens}")
+        _check_budgets(max_caption_tokens=max_caption_tokens)
         self.max_caption_tokens, self.redraw = max_caption_tokens, redraw
 
     def check(self, items: Sequence[RolloutItem]) -> None:
@@ -661,9 +665,7 @@ class SelfCheck(Program):
         max_caption_tokens: int = 32,
     ):
         super().__init__(adapter, seed, num_generations, sampling=sampling)
-        for key, value in (("max_verdict_tokens", max_verdict_tokens), ("max_caption_tokens", max_caption_tokens)):
-            if value < 1:
-                raise ValueError(f"{key} must be >= 1, got {value}")
+        _check_budgets(max_verdict_tokens=max_verdict_tokens, max_caption_tokens=max_caption_tokens)
         self.max_verdict_tokens, self.max_caption_tokens = max_verdict_tokens, max_caption_tokens
 
     def check(self, items: Sequence[RolloutItem]) -> None:
@@ -713,7 +715,8 @@ class SelfCheck(Program):
         cls._check_program(trajectory)
         if trajectory.source_image is None:
             raise ValueError(f"{cls.name}: trajectory {trajectory.id!r} has no source_image: the image it judged")
-        return cls._check_views(trajectory, [self_check_view(adapter, trajectory, trajectory.source_image, VERDICT, cls.name)])
+        view = self_check_view(adapter, trajectory, trajectory.source_image, VERDICT, cls.name)
+        return cls._check_views(trajectory, [view])
 
 
 PROGRAMS: dict[str, type[Program]] = {
