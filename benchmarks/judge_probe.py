@@ -42,10 +42,13 @@ def main() -> None:
     parser.add_argument("--own", action="store_true",
                         help="with --describe, evaluate over the descriptions the model writes itself (sampled) "
                              "instead of the true captions")
+    parser.add_argument("--train-own", action="store_true",
+                        help="with --describe, train over descriptions the model samples itself (each step, from "
+                             "the current weights) instead of the true captions")
     parser.add_argument("--save", default=None, help="write the trained model to this directory at the end")
     args = parser.parse_args()
-    if args.own and not args.describe:
-        raise SystemExit("--own needs --describe (the describing self-check)")
+    if (args.own or args.train_own) and not args.describe:
+        raise SystemExit("--own and --train-own need --describe (the describing self-check)")
     phases = [(args.tag, args.steps)]
     if ">" in args.tag:
         first, rest = args.tag.split(">")
@@ -86,13 +89,19 @@ def main() -> None:
         hidden = trunk(model, pack(contexts, adapter.spec, "left")).last_hidden_state[:, -1]
         return model.lm_head(hidden)[:, [yes, no]].float()
 
+    def own_contexts(examples, seed: int):
+        """The self-check as the rollouts and the eval run it: the model describes the render first."""
+        images, prompts = [e.render() for e in examples], [e.prompt for e in examples]
+        model.eval()
+        with torch.no_grad():
+            described = adapter.judge(images, prompts, generator=torch.Generator().manual_seed(seed)).descriptions
+        model.train()
+        return [adapter.judge_context(i, p, description=d) for i, p, d in zip(images, prompts, described.ids)]
+
     def evaluate(step: int, tag: str) -> None:
         contexts, labels, examples = pairs(tag, HELDOUT_SEED, args.heldout, 0)
-        if args.own:  # the self-check as the rollouts and the eval run it: the model describes first
-            images, prompts = [e.render() for e in examples], [e.prompt for e in examples]
-            with torch.no_grad():
-                described = adapter.judge(images, prompts, generator=torch.Generator().manual_seed(step)).descriptions
-            contexts = [adapter.judge_context(i, p, description=d) for i, p, d in zip(images, prompts, described.ids)]
+        if args.own:
+            contexts = own_contexts(examples, step)
         model.eval()
         with torch.no_grad():
             p_yes = answer_logits(contexts).softmax(-1)[:, 0]
@@ -111,7 +120,9 @@ def main() -> None:
     for tag, steps in phases:
         for _ in range(steps):
             step += 1
-            contexts, labels, _ = pairs(tag, TRAIN_SEED, args.batch, step * args.batch)
+            contexts, labels, examples = pairs(tag, TRAIN_SEED, args.batch, step * args.batch)
+            if args.train_own:
+                contexts = own_contexts(examples, 10_000 + step)
             loss = torch.nn.functional.cross_entropy(answer_logits(contexts), labels)
             optimizer.zero_grad()
             loss.backward()

@@ -6,7 +6,10 @@ model said about the same image:
 
 - `self_source: p_yes` — P(Yes) of the self-check's first answer token, recorded by the rollout
   in `trajectory.info["p_yes"]`;
-- `self_source: verdict` — the verdict segment's text parsed as Yes (1) or No (0).
+- `self_source: verdict` — the verdict segment's text parsed as Yes (1) or No (0);
+- `self_source: answer` — the answer the self-check drew (the verdict's text starts with " Yes" or
+  " No"), Yes (1) or No (0), whatever follows it: the self-check program's `answer_only` verdicts,
+  which are the answer alone.
 
 A verdict that does not parse has no Yes/No to compare: by default that is an error naming the
 sample; `unparsed_score` sets an explicit score for it instead (a format penalty).
@@ -34,6 +37,7 @@ the sampled answers, so dividing by it brings back a push towards the group's ma
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
@@ -41,7 +45,10 @@ from coevolve.model.introspection import parse_verdict
 from coevolve.trajectory import VERDICT, Trajectory
 from rewards.base import ScoreBatch, Scorer, build_scorer, register_scorer
 
-SELF_SOURCES = ("p_yes", "verdict")
+SELF_SOURCES = ("p_yes", "verdict", "answer")
+# The answer token is drawn among " Yes"/" No"; a reason, if any, follows it with no separator of
+# its own (" Yes" + "w" decodes to " Yesw"): the answer is the prefix, not a word.
+_ANSWER = re.compile(r"\s*(Yes|No)")
 BALANCE_SCOPES = ("none", "batch", "group")
 
 
@@ -52,7 +59,8 @@ class SelfConsistency(Scorer):
     Args:
         judge: a scorer spec (`{name: ...}` or `{_target_: ...}`) or a built scorer; its scores
             must lie in [0, 1] (1 = the image matches the prompt).
-        self_source: "p_yes" (`info["p_yes"]`) or "verdict" (the parsed verdict segment).
+        self_source: "p_yes" (`info["p_yes"]`), "verdict" (the parsed verdict segment) or "answer"
+            (the Yes/No the verdict starts with).
         unparsed_score: with `self_source: verdict`, the score of a verdict that does not parse;
             None (default) makes such a verdict an error.
         balance_classes: "none", or weight each score by n / (k * n_c), n_c the number of samples
@@ -93,6 +101,13 @@ class SelfConsistency(Scorer):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"trajectory {trajectory.id!r}: info['p_yes'] = {value} is not a probability")
             return value
+        if self.self_source == "answer":
+            found = _ANSWER.match(trajectory.text(VERDICT))
+            if found is None:  # the self-check draws its first token among Yes/No: not one of its verdicts
+                raise ValueError(
+                    f"trajectory {trajectory.id!r}: verdict {trajectory.text(VERDICT)!r} does not start with Yes or No"
+                )
+            return 1.0 if found.group(1) == "Yes" else 0.0
         parsed = parse_verdict(trajectory.text(VERDICT))
         if parsed is None:
             if self.unparsed_score is None:

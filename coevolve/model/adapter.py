@@ -305,8 +305,9 @@ class JanusAdapter:
         """Ask, per (image, prompt), `question`; the first answer token is constrained to the
         first tokens of `answers`. With `reason`, an answer is drawn from that constrained
         distribution (under `sampling`) and the rest of the reply sampled after it, ending at EOS,
-        a `stop_ids` token or `max_reason_tokens`. A describing checkpoint (`self_check`) first
-        samples each image's description (under `sampling`, at most `max_description_tokens`)."""
+        a `stop_ids` token or `max_reason_tokens` (0: the drawn answer alone). A describing
+        checkpoint (`self_check`) first samples each image's description (under `sampling`, at
+        most `max_description_tokens`)."""
         if len(images) != len(prompts):
             raise ValueError(f"judge got {len(images)} images for {len(prompts)} prompts")
         descriptions = None
@@ -332,13 +333,19 @@ class JanusAdapter:
             return Judgement(p_yes=p_yes, descriptions=descriptions)
         drawn, drawn_logprobs = choose(pair, sampling, generator)
         replies = [yes_ids if int(d) == 0 else no_ids for d in drawn]
-        reasons = self.sample_text(
-            [context + (Text(torch.tensor(reply)),) for context, reply in zip(contexts, replies)],
-            max_new_tokens=max_reason_tokens,
-            sampling=sampling,
-            stop_ids=stop_ids,
-            generator=generator,
-        )
+        if max_reason_tokens == 0:  # the answer alone
+            rows = len(replies)
+            reasons = TextSample(
+                [torch.zeros(0, dtype=torch.long)] * rows, [torch.zeros(0)] * rows, ["length"] * rows, [""] * rows, 1
+            )
+        else:
+            reasons = self.sample_text(
+                [context + (Text(torch.tensor(reply)),) for context, reply in zip(contexts, replies)],
+                max_new_tokens=max_reason_tokens,
+                sampling=sampling,
+                stop_ids=stop_ids,
+                generator=generator,
+            )
         return Judgement(
             p_yes=p_yes,
             answers=[answers[int(d)] for d in drawn],

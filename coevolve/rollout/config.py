@@ -54,6 +54,10 @@ class RolloutConfig:
     # reconstruction: redraw the image from the caption (false: the trajectory ends at the caption,
     # for a reward that redraws it with a frozen decoder, `caption_reconstruction`).
     redraw: bool = True
+    # self_check: the verdict is its drawn Yes/No alone, no reason sampled (score it with
+    # self_consistency's `self_source: answer`): a term on it trains the decision alone, whose
+    # advantage a dozen reason tokens would otherwise share.
+    answer_only: bool = False
     # Who draws the text segments (plan, verdict reason, reflection, caption): "native" (coevolve's
     # sampler, coevolve/model/sampler.py) or "vllm" (coevolve/model/vllm_text.py: a vLLM engine in
     # each rollout worker serving the trunk + LM head, refreshed after every weight update; the
@@ -85,6 +89,8 @@ class RolloutConfig:
             raise ValueError(f"rollout.regenerate must be one of {REGENERATE}, got {self.regenerate!r}")
         if not self.redraw and self.program != "reconstruction":
             raise ValueError(f"rollout.redraw=false applies to the reconstruction program only, not {self.program!r}")
+        if self.answer_only and self.program != "self_check":
+            raise ValueError(f"rollout.answer_only=true applies to the self_check program only, not {self.program!r}")
         for key in (
             "num_generations",
             "max_rounds",
@@ -134,6 +140,7 @@ class RolloutConfig:
                 "sampling": self.sampling,
                 "max_verdict_tokens": self.max_verdict_tokens,
                 "max_caption_tokens": self.max_caption_tokens,
+                "answer_only": self.answer_only,
             }
         common = {
             "num_generations": self.num_generations,

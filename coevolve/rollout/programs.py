@@ -37,7 +37,8 @@ outside the policy, so the policy's redraw would cost most of the step and train
 (`item.image`, kept as `trajectory.source_image`) and its prompt — (`description` →) `verdict`,
 sampled as in step 3 above, `info["p_yes"]` alike. No image is drawn, so a step can hold hundreds
 of verdicts on images whose truth is known (the shapes world's renders, half violating their
-prompt); a judge reads the same image with `segment: source`.
+prompt); a judge reads the same image with `segment: source`. With `answer_only` the verdict is the
+drawn " Yes"/" No" alone (no reason sampled): a term on it trains the decision and nothing else.
 
 Teacher-forced views (`teacher_forced`): the learner recomputes, with gradient, the log-prob of
 every token a program drew, in the context it was drawn in. A program rebuilds those contexts from
@@ -182,16 +183,17 @@ def sample_self_checks(
     prompts: list[str],
     generators,
     sampling: Sampling,
-    max_verdict_tokens: int,
+    max_reason_tokens: int,
     max_description_tokens: int,
 ) -> tuple[Judgement, list[tuple]]:
     """The self-check turn of each (image, prompt): the Judgement (with a describing checkpoint, its
-    descriptions) and (ids, logprobs, mask, text) of each verdict."""
+    descriptions) and (ids, logprobs, mask, text) of each verdict (`max_reason_tokens` 0: the drawn
+    answer alone)."""
     judgement = adapter.judge(
         images,
         prompts,
         reason=True,
-        max_reason_tokens=max_verdict_tokens,
+        max_reason_tokens=max_reason_tokens,
         sampling=sampling,
         stop_ids=(adapter.spec.eos_id,),
         generator=generators,
@@ -663,10 +665,14 @@ class SelfCheck(Program):
         sampling: Sampling = DEFAULT_SAMPLING,
         max_verdict_tokens: int = 48,
         max_caption_tokens: int = 32,
+        answer_only: bool = False,
     ):
         super().__init__(adapter, seed, num_generations, sampling=sampling)
         _check_budgets(max_verdict_tokens=max_verdict_tokens, max_caption_tokens=max_caption_tokens)
         self.max_verdict_tokens, self.max_caption_tokens = max_verdict_tokens, max_caption_tokens
+        # The verdict is the drawn " Yes"/" No" alone: a term on it trains the decision, not a reason
+        # that would share its advantage (and dilute it: one answer token among a dozen).
+        self.answer_only = answer_only
 
     def check(self, items: Sequence[RolloutItem]) -> None:
         self._check_ids(items)
@@ -689,7 +695,7 @@ class SelfCheck(Program):
                 [item.prompt for item in rows],
                 self._generators(items, step, VERDICT),
                 self.sampling,
-                self.max_verdict_tokens,
+                0 if self.answer_only else self.max_verdict_tokens,
                 self.max_caption_tokens,
             )
         trajectories = [

@@ -145,11 +145,14 @@ def test_a_self_check_program_trains_its_description_and_verdict_only():
     # It draws no image: no guidance among its settings.
     assert config.programs["judging"].rollout.program_kwargs("") == {
         "num_generations": 4, "sampling": config.programs["judging"].rollout.sampling, "max_verdict_tokens": 8,
-        "max_caption_tokens": 32,
+        "max_caption_tokens": 32, "answer_only": False,
     }  # fmt: skip
     with pytest.raises(ValueError, match=(r"rl.programs.judging.reward.terms.agree.segments: the self_check program "
                                           r"writes no segment 'image' \(it writes \['description', 'verdict'\]\)")):  # fmt: skip
         rl(["image", "verdict"])
+    with pytest.raises(ValueError, match=r"rollout.answer_only=true applies to the self_check program only, not "
+                                         r"'introspective_t2i'"):  # fmt: skip
+        RolloutConfig(answer_only=True)
 
 
 def test_an_sft_phase_may_reweigh_some_segments_and_keeps_the_rest():

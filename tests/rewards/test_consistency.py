@@ -41,7 +41,7 @@ def _honest_and_wrong(confidence: float):
     return honest, wrong
 
 
-@pytest.mark.parametrize("self_source", ["verdict", "p_yes"])
+@pytest.mark.parametrize("self_source", ["verdict", "p_yes", "answer"])
 def test_honest_verdicts_outrank_wrong_ones_in_every_case(self_source):
     scorer = SelfConsistency(judge={"name": "shapes_verifier"}, self_source=self_source)
     honest, wrong = _honest_and_wrong(confidence=0.8)
@@ -52,7 +52,7 @@ def test_honest_verdicts_outrank_wrong_ones_in_every_case(self_source):
         f"honest > wrong in {(h > w).sum()}/{len(h)} cases"
     )
     assert (h > w).all()
-    if self_source == "verdict":
+    if self_source in ("verdict", "answer"):
         assert (h == 1.0).all() and (w == 0.0).all()
     else:  # 1 - |verifier - p_yes| with p_yes 0.8 towards the truth (honest) or away from it (wrong)
         np.testing.assert_allclose(h, 0.8)
@@ -225,3 +225,21 @@ def test_an_answer_that_ignores_the_image_gets_no_expected_push_when_group_balan
     assert push("none", "group") == pytest.approx(-0.6996, abs=1e-3)
     assert push("group", "none") == pytest.approx(0.0, abs=1e-12)
     assert push("group", "group") == pytest.approx(-0.1815, abs=1e-3)
+
+
+def test_the_answer_source_reads_the_drawn_yes_or_no_whatever_follows():
+    """`self_source: answer` scores the Yes/No a verdict starts with: an answer-only verdict, or one
+    whose reason is cut or off format (`verdict` needs `unparsed_score` there); a verdict starting
+    with neither is an error naming the trajectory."""
+    example = EXAMPLES[1]  # violating
+    scorer = SelfConsistency(judge={"name": "shapes_verifier"}, self_source="answer")
+    cut = [_trajectory(example, 1, says_yes, 0.5) for says_yes in (True, False, True)]
+    # " Yes" then "w": a reason's first token follows the answer token with no space.
+    for trajectory, text in zip(cut, (" Yes", " No", " Yesw")):
+        trajectory.segment(VERDICT).text = text
+    assert scorer.score(cut).scores == [0.0, 1.0, 0.0]
+    with pytest.raises(ValueError, match=r"verdict .* does not parse as Yes/No"):
+        SelfConsistency(judge={"name": "shapes_verifier"}, self_source="verdict").score(cut)
+    cut[0].segment(VERDICT).text = " Maybe"
+    with pytest.raises(ValueError, match=r"trajectory 'case1/yes': verdict ' Maybe' does not start with Yes or No"):
+        scorer.score(cut)

@@ -122,6 +122,29 @@ def test_self_check_judges_each_given_image_and_its_pair_shares_the_prompt(sft_a
     assert [d["judge"] for d in details] == [1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0]
 
 
+def test_an_answer_only_self_check_draws_the_answer_alone_as_the_full_one_draws_it(sft_adapter):
+    """`answer_only`: the verdict is the drawn " Yes"/" No" (one token, the one the full self-check
+    draws first from the same seeds), scored by `self_source: answer`; its log-prob is the drawn
+    answer's under the Yes/No-restricted distribution."""
+    sources = shapes_items("self_check", 4, seed=7)
+    kwargs = {"seed": 0, "num_generations": 2, "max_verdict_tokens": 6, "max_caption_tokens": 12}
+    full = SelfCheck(sft_adapter, **kwargs)(sources)
+    answers = SelfCheck(sft_adapter, answer_only=True, **kwargs)(sources)
+    yes, no = (sft_adapter.tokenizer.encode(" " + word, add_special_tokens=False) for word in ("Yes", "No"))
+    for a, f in zip(answers, full):
+        verdict = a.segment("verdict")
+        assert verdict.ids.tolist() in (yes, no) and verdict.text in (" Yes", " No")
+        assert torch.equal(verdict.ids, f.segment("verdict").ids[: len(verdict.ids)])
+        assert verdict.mask.tolist() == [True] and torch.equal(verdict.logprobs, f.segment("verdict").logprobs[:1])
+        assert torch.equal(a.segment("description").ids, f.segment("description").ids)
+        assert a.info["p_yes"] == f.info["p_yes"]
+    said_yes = [a.segment("verdict").text == " Yes" for a in answers]
+    assert 0 < sum(said_yes) < len(said_yes)  # both answers occur among these draws: the check below can fail
+    scorer = SelfConsistency(judge={"name": "shapes_verifier", "segment": "source"}, self_source="answer")
+    truth = [1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0]
+    assert scorer.score(answers).scores == [float(y == bool(t)) for y, t in zip(said_yes, truth)]
+
+
 def test_self_check_names_an_item_without_an_image(sft_adapter):
     batch = shapes_items("self_check", 2, seed=7)
     batch[1].image = None

@@ -177,6 +177,10 @@ def test_self_check_views_give_back_every_sampled_logprob(tiny_adapter, sampling
     gap = _recomputed_gap(tiny_adapter, program, trajectories)
     print(f"max |recomputed - sampled| log-prob ({sampling}): {gap:.2e}")
     assert gap <= 1e-4
+    answers = SelfCheck(tiny_adapter, seed=3, num_generations=2, sampling=sampling, max_caption_tokens=8,
+                        answer_only=True)(shapes_items("self_check", 2, seed=7))  # fmt: skip
+    assert all(len(t.segment("verdict").ids) == 1 for t in answers)
+    assert _recomputed_gap(tiny_adapter, program, answers) <= 1e-4
     lost = trajectories[0]
     lost.source_image = None
     with pytest.raises(ValueError, match=r"self_check: trajectory 'p0000/0' has no source_image: the image it judged"):
