@@ -4,13 +4,22 @@ Reads the trajectory's GenEval metadata (`trajectory.metadata["geneval"]`) and o
 and scores with `coevolve.data.shapes.verify`: 1/0 for GenEval's pass/fail, or with `graded` the
 fraction of clauses met (GenEval's `include`/`exclude` clauses: a two-object prompt whose image
 has one of the two scores 0.5).
+
+With `text` the judge reads the other way: the claims checked are those of a text the policy
+wrote about the image — a self-check's `description`, a reconstruction's `caption` — parsed as a
+caption of the world's grammar (`parse_caption`: exactly the objects it names, their counts,
+colours and relation), so a description earns what is true of the image it describes, as an image
+earns what is true of its prompt. A text outside the grammar claims nothing: `unparsed_score`
+scores it (required with `text`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from coevolve.data.shapes import verify
+from coevolve.data.shapes.describe import parse_caption
 from coevolve.trajectory import IMAGE, Trajectory
 from rewards.base import ScoreBatch, Scorer, check_segment_name, register_scorer, select_image
 
@@ -20,23 +29,48 @@ GENEVAL = "geneval"
 
 @register_scorer("shapes_verifier")
 class ShapesVerifier(Scorer):
-    """Score an image against its prompt's GenEval metadata with the shapes verifier.
+    """Score an image against its prompt's GenEval metadata (or a text about it) with the shapes verifier.
 
     Args:
-        segment: the image segment to judge ("image", "regen_image", or "final").
+        segment: the image segment to judge ("image", "regen_image", "final" or "source").
         graded: False: 1.0 when every clause holds, else 0.0; True: the fraction of clauses met.
+        text: None (the prompt's metadata), or the text segment whose caption is checked against
+            the image (e.g. "description" with segment "image", "caption" with "source").
+        unparsed_score: with `text`, the score of a text that is not a caption of the grammar.
     """
 
-    def __init__(self, segment: str = IMAGE, graded: bool = False):
+    def __init__(self, segment: str = IMAGE, graded: bool = False, text: str | None = None,
+                 unparsed_score: float | None = None):  # fmt: skip
         self.segment = check_segment_name(segment, "shapes_verifier")
         self.graded = bool(graded)
+        if text is not None:
+            check_segment_name(text, "shapes_verifier text")
+            if unparsed_score is None or not math.isfinite(unparsed_score):
+                raise ValueError(
+                    f"shapes_verifier: text {text!r} needs a finite unparsed_score (what a {text} outside the "
+                    f"caption grammar scores), got {unparsed_score!r}"
+                )
+        elif unparsed_score is not None:
+            raise ValueError("shapes_verifier: unparsed_score applies with text only (the prompt's metadata always parses)")
+        self.text, self.unparsed_score = text, unparsed_score
+
+    def _claims(self, trajectory: Trajectory) -> dict | None:
+        if self.text is not None:
+            return parse_caption(trajectory.text(self.text))
+        if GENEVAL not in trajectory.metadata:
+            raise KeyError(f"trajectory {trajectory.id!r} has no metadata[{GENEVAL!r}] to verify against")
+        return trajectory.metadata[GENEVAL]
 
     def score(self, trajectories: Sequence[Trajectory]) -> ScoreBatch:
         scores, details = [], []
         for trajectory in trajectories:
-            if GENEVAL not in trajectory.metadata:
-                raise KeyError(f"trajectory {trajectory.id!r} has no metadata[{GENEVAL!r}] to verify against")
-            verdict = verify(select_image(trajectory, self.segment), trajectory.metadata[GENEVAL])
+            claims = self._claims(trajectory)
+            if claims is None:
+                scores.append(self.unparsed_score)
+                details.append({"correct": False, "parsed": False})
+                continue
+            verdict = verify(select_image(trajectory, self.segment), claims)
             scores.append(verdict.score if self.graded else float(verdict.correct))
-            details.append({"correct": verdict.correct, "clauses_met": verdict.score, "reasons": verdict.reasons})
+            details.append({"correct": verdict.correct, "clauses_met": verdict.score, "reasons": verdict.reasons}
+                           | ({"parsed": True} if self.text is not None else {}))  # fmt: skip
         return ScoreBatch(scores, details)

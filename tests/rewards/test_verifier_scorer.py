@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from coevolve.trajectory import REGEN_IMAGE, Segment
+from coevolve.data.shapes import TAGS, derive_seed, sample_example
+from coevolve.trajectory import DESCRIPTION, IMAGE, REGEN_IMAGE, Segment, Trajectory
 from rewards import FINAL, SOURCE, ShapesVerifier
 from rewards.check import shapes_pairs
 
@@ -48,3 +49,34 @@ def test_missing_metadata_names_the_sample():
     trajectory.metadata.clear()
     with pytest.raises(KeyError, match="pair0/positive"):
         ShapesVerifier().score([trajectory])
+
+
+def _described(i: int, image, description: str) -> Trajectory:
+    return Trajectory(id=f"d{i}", group=f"d{i}", prompt="a photo of a thing", program="introspective_t2i",
+                      segments=[Segment(IMAGE, "image", image=image), Segment(DESCRIPTION, "text", text=description)])  # fmt: skip
+
+
+def test_text_checks_what_a_description_claims_about_the_image():
+    """With `text`, the claims are those of the description (exactly the objects it names): its own
+    scene's caption holds on a render, another scene's does not, and a text outside the caption
+    grammar gets `unparsed_score`."""
+    examples = [sample_example(derive_seed(5, i), tag) for i, tag in enumerate(TAGS)]
+    renders = [example.render() for example in examples]
+    own = [_described(i, image, " " + example.caption) for i, (image, example) in enumerate(zip(renders, examples))]
+    swapped = [_described(i, image, " " + examples[(i + 1) % len(examples)].caption)
+               for i, image in enumerate(renders)]  # fmt: skip
+    binary = ShapesVerifier(text=DESCRIPTION, unparsed_score=0.0)
+    assert binary.score(own).scores == [1.0] * len(own)
+    assert binary.score(swapped).scores == [0.0] * len(swapped)
+    graded = ShapesVerifier(text=DESCRIPTION, graded=True, unparsed_score=0.0).score(swapped)
+    assert all(0.0 <= s < 1.0 for s in graded.scores) and len(set(graded.scores)) > 1
+    off = [_described(0, renders[0], " four pink"), _described(1, renders[1], " a red circle above")]
+    result = ShapesVerifier(text=DESCRIPTION, unparsed_score=-0.5).score(off)
+    assert result.scores == [-0.5, -0.5] and [d["parsed"] for d in result.details] == [False, False]
+
+
+def test_text_needs_an_unparsed_score_and_only_text_takes_one():
+    with pytest.raises(ValueError, match=r"shapes_verifier: text 'description' needs a finite unparsed_score"):
+        ShapesVerifier(text=DESCRIPTION)
+    with pytest.raises(ValueError, match=r"shapes_verifier: unparsed_score applies with text only"):
+        ShapesVerifier(unparsed_score=0.0)
