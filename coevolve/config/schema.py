@@ -129,6 +129,11 @@ class SFTConfig:
     # the render: the model's own images reach the self-check that way (at RL and eval time), and
     # a self-check trained on renders alone writes unparsable verdicts on them.
     decoded_images: float = 0.5
+    # Share of caption and judge examples whose image carries 1-6 debris flecks (shapes world only;
+    # `coevolve.data.shapes.add_debris`): specks under the verifier's object size, as the tiny
+    # generator leaves beside its shapes. A reader trained on clean renders miscounts them: three
+    # flecks halve the SFT checkpoint's caption accuracy (README, "Twelfth round").
+    debris_images: float = 0.0
     max_steps: int = 1000
     per_device_batch_size: int = 32
     gradient_accumulation_steps: int = 1
@@ -155,6 +160,8 @@ class SFTConfig:
             raise ValueError(f"sft.prompt_dropout must be in [0, 1), got {self.prompt_dropout}")
         if not 0.0 <= self.decoded_images <= 1.0:
             raise ValueError(f"sft.decoded_images must be in [0, 1], got {self.decoded_images}")
+        if not 0.0 <= self.debris_images <= 1.0:
+            raise ValueError(f"sft.debris_images must be in [0, 1], got {self.debris_images}")
         for key in ("max_steps", "per_device_batch_size", "gradient_accumulation_steps", "save_steps"):
             if getattr(self, key) < 1:
                 raise ValueError(f"sft.{key} must be >= 1, got {getattr(self, key)}")
@@ -252,3 +259,10 @@ class Config:
     # line reaches every key that uses it (a judge model loaded by several reward terms, a prompt
     # file). A recipe marks the ones the user must give with `???` (recipes/janus_pro_r1.yaml).
     paths: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.sft.debris_images > 0 and self.data.source != "shapes":
+            raise ValueError(
+                f"sft.debris_images={self.sft.debris_images} draws the shapes world's debris on its renders; "
+                f"data.source is {self.data.source!r}: set sft.debris_images=0"
+            )

@@ -33,6 +33,9 @@ IMAGE_TASKS = ("t2i", "regen", "draw_caption")
 # The tasks whose image may be the decoded one (`sft.decoded_images`): the self-check is what sees
 # the model's own images; captions are of renders, in eval and in the reconstruction program.
 DECODED_TASKS = ("judge",)
+# The tasks whose image may carry debris (`sft.debris_images`): those that read an image.
+DEBRIS_TASKS = ("caption", "judge")
+MAX_DEBRIS = 6
 
 
 def required_fields(weights: dict[str, float], self_check: str = "direct") -> set[str]:
@@ -106,19 +109,22 @@ class TaskMixture:
         self.probabilities = np.array([weights[task] / total for task in self.tasks])
         self.prompt_dropout = sft.prompt_dropout
         self.decoded_images = sft.decoded_images
+        self.debris_images = sft.debris_images
         self.seed = seed
 
     def draw(self, index: int) -> dict:
         """Row `index`: which task, on which record, with the negative image, with the prompt dropped,
-        seeing the decoded image."""
+        seeing the decoded image, with how many debris flecks on it."""
         rng = np.random.default_rng([self.seed, index])
         task = self.tasks[int(rng.choice(len(self.tasks), p=self.probabilities))]
         record = int(rng.integers(len(self.records)))
         negative = bool(rng.random() < 0.5)
         dropped = bool(rng.random() < self.prompt_dropout) and task in IMAGE_TASKS
         decoded = bool(rng.random() < self.decoded_images) and task in DECODED_TASKS
+        debris = int(rng.integers(1, MAX_DEBRIS + 1)) if rng.random() < self.debris_images else 0
         return {
-            "index": index, "task": task, "record": record, "negative": negative, "dropped": dropped, "decoded": decoded
+            "index": index, "task": task, "record": record, "negative": negative, "dropped": dropped, "decoded": decoded,
+            "debris": debris if task in DEBRIS_TASKS else 0,
         }  # fmt: skip
 
     def rows(self, length: int) -> datasets.Dataset:
@@ -128,10 +134,11 @@ class TaskMixture:
     def example(self, row: dict) -> TrainingExample:
         record = self.records[row["record"]]
         task = row["task"]
+        debris = (row["debris"], np.random.default_rng([self.seed, row["index"], 1])) if row["debris"] else None
         if task == "judge":
-            return self.builder.judge(record, row["negative"], row["decoded"])
+            return self.builder.judge(record, row["negative"], row["decoded"], debris)
         if task == "caption":
-            return self.builder.caption(record)
+            return self.builder.caption(record, debris)
         return getattr(self.builder, task)(record, row["dropped"])
 
     def collate(self, rows: Iterable[dict]) -> dict:

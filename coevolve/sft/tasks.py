@@ -23,9 +23,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from coevolve.config.schema import LossWeights
+from coevolve.data.shapes import add_debris
 from coevolve.model import JanusAdapter
 from coevolve.model.guidance import Guidance
 from coevolve.model.introspection import reflection_text, verdict_text
@@ -105,11 +107,19 @@ class TaskBuilder:
         """The image the VQ decoder makes of `codes`: what a generated image looks like."""
         return self.adapter.decode(codes[None])[0]
 
-    def judge(self, record: PreparedRecord, negative: bool, decoded: bool = False) -> TrainingExample:
+    @staticmethod
+    def _with_debris(image, debris: tuple[int, np.random.Generator] | None):
+        """`image` with `debris` = (count, rng) flecks on it (`add_debris`), or as it is."""
+        return image if debris is None else add_debris(image, debris[1], debris[0])
+
+    def judge(
+        self, record: PreparedRecord, negative: bool, decoded: bool = False, debris: tuple | None = None
+    ) -> TrainingExample:
         if decoded:
             image = self._decoded(record.negative_codes if negative else record.image_codes)
         else:
             image = record.negative_image if negative else record.image
+        image = self._with_debris(image, debris)
         weights_before = None
         if self.adapter.self_check == "direct":
             context = self.adapter.judge_context(image, record.prompt)
@@ -148,7 +158,7 @@ class TaskBuilder:
             "regen", (*context, reflection, GenImage(record.image_codes)), (None,) * len(context) + weights
         )
 
-    def caption(self, record: PreparedRecord) -> TrainingExample:
-        context = self.adapter.caption_context(record.image)
+    def caption(self, record: PreparedRecord, debris: tuple | None = None) -> TrainingExample:
+        context = self.adapter.caption_context(self._with_debris(record.image, debris))
         reply, weights = self._reply(" " + record.caption, self.loss_weights.caption)
         return TrainingExample("caption", (*context, reply), (None,) * len(context) + (weights,))

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from coevolve.data.shapes.accuracy import degrade, robustness_report, verifier_accuracy
+from coevolve.data.shapes.accuracy import add_debris, degrade, robustness_report, verifier_accuracy
+from coevolve.data.shapes.describe import parse_caption
 from coevolve.data.shapes.metadata import TAGS
 from coevolve.data.shapes.prompts import balanced_examples
 from coevolve.data.shapes.scene import BACKGROUND, IMAGE_SIZE, Scene, ShapeObject, render
@@ -211,3 +212,14 @@ def test_confetti_of_small_blobs_is_no_object():
             draw.ellipse((x, y, x + w - 1, y + h - 1), fill=colours[rng.integers(len(colours))])
         assert detect(image) == [], f"trial {trial}: {detect(image)}"
         assert not verify(image, sample_example(trial, "single_object").metadata).correct
+
+
+def test_debris_flecks_leave_the_verifiers_reading_and_a_true_caption_true():
+    """`add_debris` flecks are under the verifier's object size: on 300 balanced examples with six
+    flecks each, the verifier's verdict on the prompt and on the true caption does not change."""
+    rng = np.random.default_rng(0)
+    for example in balanced_examples(300, 21):
+        flecked = add_debris(example.render(), rng, 6)
+        assert int((np.asarray(flecked) != np.asarray(example.render())).any(-1).sum()) >= 6 * 4
+        assert verify(flecked, example.metadata).correct == example.satisfies
+        assert verify(flecked, parse_caption(example.caption)).correct

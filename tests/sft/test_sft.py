@@ -94,6 +94,36 @@ def test_mixture_is_a_pure_function_of_seed_and_index(tiny_adapter):
     assert not any(row["decoded"] for row in rows if row["task"] != "judge")
 
 
+def test_debris_reaches_caption_and_judge_images_only_and_is_a_function_of_the_row(tiny_adapter):
+    config = to_typed(compose_config(["sft.debris_images=0.5"]))
+    records = prepare_records(tiny_adapter, shapes_records(4, seed=0))
+    mixture = TaskMixture(records, TaskBuilder(tiny_adapter, config.sft.loss_weights, "pad"), config.sft, seed=5)
+    rows = mixture.rows(400)
+    reading = [row["debris"] for row in rows if row["task"] in ("caption", "judge")]
+    assert 0.3 < sum(d > 0 for d in reading) / len(reading) < 0.7 and set(reading) == set(range(7))
+    assert not any(row["debris"] for row in rows if row["task"] not in ("caption", "judge"))
+    row = next(row for row in rows if row["task"] == "caption" and row["debris"])
+
+    def pixels(example):
+        return next(s.pixels for s in example.sequence if isinstance(s, SeenImage))
+
+    flecked, again = mixture.example(row), mixture.example(dict(row))
+    clean = mixture.example({**row, "debris": 0})
+    assert torch.equal(pixels(flecked), pixels(again)) and not torch.equal(pixels(flecked), pixels(clean))
+    assert torch.equal(flecked.sequence[-1].ids, clean.sequence[-1].ids)  # the same caption: flecks are no objects
+    # Without the key nothing changes: the rows of the default mixture carry no debris.
+    plain = TaskMixture(records, TaskBuilder(tiny_adapter, config.sft.loss_weights, "pad"),
+                        to_typed(compose_config([])).sft, seed=5)  # fmt: skip
+    assert not any(row["debris"] for row in plain.rows(100))
+
+
+def test_debris_is_refused_for_a_dataset_that_is_not_the_shapes_world(tmp_path):
+    with pytest.raises(Exception, match=r"sft.debris_images=0.5 draws the shapes world's debris on its renders; "
+                                        r"data.source is '/data/captions': set sft.debris_images=0"):  # fmt: skip
+        to_typed(compose_config(["data.source=/data/captions", "sft.debris_images=0.5"]))
+    assert to_typed(compose_config(["data.source=/data/captions"])).sft.debris_images == 0.0
+
+
 @pytest.mark.slow
 def test_sft_trains_saves_and_resumes_to_the_same_weights(tmp_path, tiny_checkpoint, monkeypatch):
     straight = _sft(tmp_path, tiny_checkpoint, name="straight")

@@ -11,10 +11,10 @@ A small procedural world that lets the whole method run, and be measured, on a C
 - ``prompts``   seeded ``Example`` s: ``sample_example``, ``balanced_examples``
 - ``verifier``  ``detect`` / ``evaluate`` / ``verify`` with GenEval's semantics
 - ``dataset``   ``shapes_dataset``: the world as a ``datasets.Dataset``
-- ``accuracy``  ``verifier_accuracy`` on clean or transformed renders, ``degrade``
+- ``accuracy``  ``verifier_accuracy`` on clean or transformed renders, ``degrade``, ``add_debris``
 """
 
-from .accuracy import degrade, robustness_report, verifier_accuracy
+from .accuracy import add_debris, degrade, robustness_report, verifier_accuracy
 from .describe import caption, plan
 from .metadata import TAGS, validate_metadata
 from .prompts import Example, balanced_examples, derive_seed, sample_example
@@ -36,7 +36,7 @@ __all__ = [
     "BACKGROUND", "COLORS", "COLOR_NAMES", "IMAGE_SIZE", "POSITION_THRESHOLD", "RELATIONS",
     "SHAPES", "TAGS", "FEATURES",
     "ClauseResult", "Detection", "Example", "Scene", "ShapeObject", "Verdict",
-    "as_verifiable", "balanced_examples", "caption", "degrade", "derive_seed", "detect", "evaluate",
+    "add_debris", "as_verifiable", "balanced_examples", "caption", "degrade", "derive_seed", "detect", "evaluate",
     "load_image", "plan", "relative_position", "render", "robustness_report", "sample_example",
     "shapes_dataset", "validate_metadata", "verifier_accuracy", "verify",
 ]

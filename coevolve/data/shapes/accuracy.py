@@ -52,6 +52,35 @@ def degrade(images: list[Image.Image], seed: int = 0, blur: float = 0.8, noise: 
     return out
 
 
+DEBRIS_SIDES = (2, 5)
+"""Side lengths (inclusive) of a debris fleck: at most 25 pixels, under the verifier's ``MIN_AREA``."""
+DEBRIS_BACKGROUND_TOLERANCE = 24
+
+
+def add_debris(image: Image.Image, rng: np.random.Generator, count: int) -> Image.Image:
+    """``image`` with ``count`` flecks of the world's colours on its background, each a rectangle of
+    ``DEBRIS_SIDES`` and 2 pixels clear of anything drawn: what the tiny generator leaves beside
+    its shapes. Each is under the verifier's ``MIN_AREA``, so the verifier reads the same objects
+    (and a caption of the image stays true); a reader has to learn to pass over them."""
+    from .scene import BACKGROUND, COLORS
+
+    out = image.convert("RGB").copy()
+    pixels = np.asarray(out).copy()
+    # Near the background grey: a VQ-decoded image's background is not exactly it.
+    free = (np.abs(pixels.astype(int) - np.array(BACKGROUND)) <= DEBRIS_BACKGROUND_TOLERANCE).all(-1)
+    colors = list(COLORS.values())
+    low, high = DEBRIS_SIDES
+    for _ in range(count):
+        for _ in range(50):  # a fleck that finds no clear spot in 50 draws is left out
+            w, h = (int(v) for v in rng.integers(low, high + 1, size=2))
+            x, y = int(rng.integers(0, free.shape[1] - w + 1)), int(rng.integers(0, free.shape[0] - h + 1))
+            if free[max(0, y - 2) : y + h + 2, max(0, x - 2) : x + w + 2].all():
+                pixels[y : y + h, x : x + w] = colors[int(rng.integers(len(colors)))]
+                free[max(0, y - 2) : y + h + 2, max(0, x - 2) : x + w + 2] = False
+                break
+    return Image.fromarray(pixels)
+
+
 def verifier_accuracy(n: int = 1000, seed: int = 0, transform: ImageTransform | None = None,
                       positives_only: bool = False, batch_size: int = 64) -> dict:
     """Agreement of the verifier with the labels on ``n`` seeded examples.
