@@ -1,0 +1,103 @@
+"""Can a checkpoint read its own images? The describing self-check judges the model's image over its
+own description of it; this prints how often that description is true of the image.
+
+1. Own first images (the eval's prompts, `--per-category` each, drawn as the eval draws them,
+   no regeneration): the share whose self-check description the verifier finds true of the image
+   (`parse_caption` → `verify`: exactly the objects it names), how the others are wrong (more or
+   fewer objects than the verifier detects, the same count with a wrong colour or shape, not a
+   caption), and P(yes) on images the verifier accepts against those it rejects.
+2. Renders, clean and with `add_debris` fragments (shapes narrower than the verifier's smallest
+   object, which it passes over): caption accuracy and captions naming exactly the objects.
+
+    python benchmarks/own_reading.py --model runs/shapes/checkpoints/sft
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+
+import numpy as np
+import torch
+
+from coevolve.data.shapes import TAGS, add_debris, as_verifiable, derive_seed, detect, sample_example, verify
+from coevolve.data.shapes.describe import caption_objects, parse_caption, scene_objects
+from coevolve.eval.shapes import shapes_prompts
+from coevolve.model import JanusAdapter
+from coevolve.model.guidance import Guidance
+from coevolve.rollout.programs import IntrospectiveT2I, RolloutItem
+from coevolve.trajectory import DESCRIPTION, IMAGE
+
+
+def how_wrong(description: str, image) -> str:
+    named = caption_objects(description)
+    if named is None:
+        return "not a caption"
+    seen = Counter((d.color, d.shape) for d in detect(image))
+    if named == seen:
+        return "objects right"
+    said, found = sum(named.values()), sum(seen.values())
+    return "names more objects" if said > found else "names fewer objects" if said < found else "wrong colour/shape"
+
+
+def own_images(adapter: JanusAdapter, per_category: int, guidance: float) -> None:
+    examples = shapes_prompts(per_category, 0)
+    program = IntrospectiveT2I(adapter, seed=0, guidance=Guidance(guidance, "pad"), regenerate="never", max_rounds=1)
+    trajectories = []
+    for start in range(0, len(examples), 24):
+        batch = examples[start : start + 24]
+        trajectories += program([RolloutItem(str(start + i), e.prompt) for i, e in enumerate(batch)])
+    rows = []
+    for example, trajectory in zip(examples, trajectories):
+        image = as_verifiable(trajectory.image(IMAGE))
+        description = trajectory.text(DESCRIPTION)
+        claims = parse_caption(description)
+        rows.append({
+            "accepted": verify(image, example.metadata).correct,
+            "true": claims is not None and verify(image, claims).correct,
+            "kind": how_wrong(description, image),
+            "p_yes": trajectory.info["p_yes"],
+        })  # fmt: skip
+    n = len(rows)
+    print(f"own first images: {n}; accepted by the verifier {sum(r['accepted'] for r in rows)}")
+    print(f"  self-check description true of the image: {sum(r['true'] for r in rows)} / {n}")
+    print("  objects named:", dict(Counter(r["kind"] for r in rows).most_common()))
+    accepted = [r["p_yes"] for r in rows if r["accepted"]]
+    rejected = [r["p_yes"] for r in rows if not r["accepted"]]
+    if accepted and rejected:
+        print(f"  P(yes): accepted images {np.mean(accepted):.2f}, rejected {np.mean(rejected):.2f}")
+
+
+def renders(adapter: JanusAdapter, n: int, counts: list[int]) -> None:
+    examples = [sample_example(derive_seed(77, i), TAGS[i % len(TAGS)]) for i in range(n)]
+    for count in counts:
+        rng = np.random.default_rng(count)
+        images = [add_debris(e.render(), rng, count) if count else e.render() for e in examples]
+        contexts = [adapter.caption_context(image) for image in images]
+        texts = adapter.sample_text(contexts, 32, stop_ids=(adapter.spec.eos_id,),
+                                    generator=torch.Generator().manual_seed(0)).texts  # fmt: skip
+        right = [(c := parse_caption(t)) is not None and verify(i, c).correct for t, i in zip(texts, images)]
+        named = [caption_objects(t) == scene_objects(e.scene) for t, e in zip(texts, examples)]
+        print(f"renders with {count} fragments: caption accuracy {np.mean(right):.2f}, naming the objects {np.mean(named):.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="a Janus checkpoint directory (a describing self-check)")
+    parser.add_argument("--per-category", type=int, default=20, help="own images per GenEval category")
+    parser.add_argument("--guidance", type=float, default=3.0, help="CFG weight of the own images (the eval's)")
+    parser.add_argument("--renders", type=int, default=120)
+    parser.add_argument("--debris", type=int, nargs="+", default=[0, 3, 6], help="fragments per render, 0 = clean")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    adapter = JanusAdapter.from_pretrained(args.model)
+    if adapter.self_check != "describe":
+        raise SystemExit(f"{args.model}: its self-check does not describe the image (self_check: {adapter.self_check})")
+    adapter.model.eval()
+    with torch.no_grad():
+        own_images(adapter, args.per_category, args.guidance)
+        renders(adapter, args.renders, args.debris)
+
+
+if __name__ == "__main__":
+    main()
