@@ -78,7 +78,8 @@ def renders(adapter: JanusAdapter, n: int, counts: list[int]) -> None:
                                     generator=torch.Generator().manual_seed(0)).texts  # fmt: skip
         right = [(c := parse_caption(t)) is not None and verify(i, c).correct for t, i in zip(texts, images)]
         named = [caption_objects(t) == scene_objects(e.scene) for t, e in zip(texts, examples)]
-        print(f"renders with {count} fragments: caption accuracy {np.mean(right):.2f}, naming the objects {np.mean(named):.2f}")
+        print(f"renders with {count} fragments: caption accuracy {np.mean(right):.2f}, "
+              f"naming the objects {np.mean(named):.2f}")
 
 
 def main() -> None:

@@ -51,7 +51,9 @@ class ShapesVerifier(Scorer):
                     f"caption grammar scores), got {unparsed_score!r}"
                 )
         elif unparsed_score is not None:
-            raise ValueError("shapes_verifier: unparsed_score applies with text only (the prompt's metadata always parses)")
+            raise ValueError(
+                "shapes_verifier: unparsed_score applies with text only (the prompt's metadata always parses)"
+            )
         self.text, self.unparsed_score = text, unparsed_score
 
     def _claims(self, trajectory: Trajectory) -> dict | None:

@@ -129,10 +129,10 @@ class SFTConfig:
     # the render: the model's own images reach the self-check that way (at RL and eval time), and
     # a self-check trained on renders alone writes unparsable verdicts on them.
     decoded_images: float = 0.5
-    # Share of caption and judge examples whose image carries 1-6 debris flecks (shapes world only;
-    # `coevolve.data.shapes.add_debris`): specks under the verifier's object size, as the tiny
-    # generator leaves beside its shapes. A reader trained on clean renders miscounts them: three
-    # flecks halve the SFT checkpoint's caption accuracy (README, "Twelfth round").
+    # Share of caption and judge examples whose image carries 1-6 debris fragments (shapes world
+    # only; `coevolve.data.shapes.add_debris`): shapes narrower than the verifier's smallest object,
+    # as the tiny generator leaves beside its own. A reader trained on clean renders counts them:
+    # three take the SFT checkpoint's caption accuracy from 0.46 to 0.12 (README, "Twelfth round").
     debris_images: float = 0.0
     max_steps: int = 1000
     per_device_batch_size: int = 32

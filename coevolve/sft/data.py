@@ -114,7 +114,7 @@ class TaskMixture:
 
     def draw(self, index: int) -> dict:
         """Row `index`: which task, on which record, with the negative image, with the prompt dropped,
-        seeing the decoded image, with how many debris flecks on it."""
+        seeing the decoded image, with how many debris fragments on it."""
         rng = np.random.default_rng([self.seed, index])
         task = self.tasks[int(rng.choice(len(self.tasks), p=self.probabilities))]
         record = int(rng.integers(len(self.records)))
@@ -123,8 +123,8 @@ class TaskMixture:
         decoded = bool(rng.random() < self.decoded_images) and task in DECODED_TASKS
         debris = int(rng.integers(1, MAX_DEBRIS + 1)) if rng.random() < self.debris_images else 0
         return {
-            "index": index, "task": task, "record": record, "negative": negative, "dropped": dropped, "decoded": decoded,
-            "debris": debris if task in DEBRIS_TASKS else 0,
+            "index": index, "task": task, "record": record, "negative": negative, "dropped": dropped,
+            "decoded": decoded, "debris": debris if task in DEBRIS_TASKS else 0,
         }  # fmt: skip
 
     def rows(self, length: int) -> datasets.Dataset:

@@ -109,7 +109,7 @@ class TaskBuilder:
 
     @staticmethod
     def _with_debris(image, debris: tuple[int, np.random.Generator] | None):
-        """`image` with `debris` = (count, rng) flecks on it (`add_debris`), or as it is."""
+        """`image` with `debris` = (count, rng) fragments on it (`add_debris`), or as it is."""
         return image if debris is None else add_debris(image, debris[1], debris[0])
 
     def judge(

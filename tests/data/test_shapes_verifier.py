@@ -214,12 +214,12 @@ def test_confetti_of_small_blobs_is_no_object():
         assert not verify(image, sample_example(trial, "single_object").metadata).correct
 
 
-def test_debris_flecks_leave_the_verifiers_reading_and_a_true_caption_true():
-    """`add_debris` flecks are under the verifier's object size: on 300 balanced examples with six
-    flecks each, the verifier's verdict on the prompt and on the true caption does not change."""
+def test_debris_fragments_leave_the_verifiers_reading_and_a_true_caption_true():
+    """`add_debris` fragments are narrower than the verifier's smallest object: on 300 balanced
+    examples with six each, the verifier's verdict on the prompt and on the true caption does not change."""
     rng = np.random.default_rng(0)
     for example in balanced_examples(300, 21):
-        flecked = add_debris(example.render(), rng, 6)
-        assert int((np.asarray(flecked) != np.asarray(example.render())).any(-1).sum()) >= 6 * 4
-        assert verify(flecked, example.metadata).correct == example.satisfies
-        assert verify(flecked, parse_caption(example.caption)).correct
+        debris = add_debris(example.render(), rng, 6)
+        assert int((np.asarray(debris) != np.asarray(example.render())).any(-1).sum()) >= 6 * 4
+        assert verify(debris, example.metadata).correct == example.satisfies
+        assert verify(debris, parse_caption(example.caption)).correct

@@ -52,8 +52,9 @@ def test_missing_metadata_names_the_sample():
 
 
 def _described(i: int, image, description: str) -> Trajectory:
+    segments = [Segment(IMAGE, "image", image=image), Segment(DESCRIPTION, "text", text=description)]
     return Trajectory(id=f"d{i}", group=f"d{i}", prompt="a photo of a thing", program="introspective_t2i",
-                      segments=[Segment(IMAGE, "image", image=image), Segment(DESCRIPTION, "text", text=description)])  # fmt: skip
+                      segments=segments)  # fmt: skip
 
 
 def test_text_checks_what_a_description_claims_about_the_image():

@@ -107,10 +107,11 @@ def test_debris_reaches_caption_and_judge_images_only_and_is_a_function_of_the_r
     def pixels(example):
         return next(s.pixels for s in example.sequence if isinstance(s, SeenImage))
 
-    flecked, again = mixture.example(row), mixture.example(dict(row))
+    fragmented, again = mixture.example(row), mixture.example(dict(row))
     clean = mixture.example({**row, "debris": 0})
-    assert torch.equal(pixels(flecked), pixels(again)) and not torch.equal(pixels(flecked), pixels(clean))
-    assert torch.equal(flecked.sequence[-1].ids, clean.sequence[-1].ids)  # the same caption: flecks are no objects
+    assert torch.equal(pixels(fragmented), pixels(again)) and not torch.equal(pixels(fragmented), pixels(clean))
+    # The same caption: fragments are no objects.
+    assert torch.equal(fragmented.sequence[-1].ids, clean.sequence[-1].ids)
     # Without the key nothing changes: the rows of the default mixture carry no debris.
     plain = TaskMixture(records, TaskBuilder(tiny_adapter, config.sft.loss_weights, "pad"),
                         to_typed(compose_config([])).sft, seed=5)  # fmt: skip

@@ -36,7 +36,7 @@ __all__ = [
     "BACKGROUND", "COLORS", "COLOR_NAMES", "IMAGE_SIZE", "POSITION_THRESHOLD", "RELATIONS",
     "SHAPES", "TAGS", "FEATURES",
     "ClauseResult", "Detection", "Example", "Scene", "ShapeObject", "Verdict",
-    "add_debris", "as_verifiable", "balanced_examples", "caption", "degrade", "derive_seed", "detect", "evaluate",
-    "load_image", "plan", "relative_position", "render", "robustness_report", "sample_example",
+    "add_debris", "as_verifiable", "balanced_examples", "caption", "degrade", "derive_seed", "detect",
+    "evaluate", "load_image", "plan", "relative_position", "render", "robustness_report", "sample_example",
     "shapes_dataset", "validate_metadata", "verifier_accuracy", "verify",
 ]

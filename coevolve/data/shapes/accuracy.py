@@ -86,11 +86,10 @@ def add_debris(image: Image.Image, rng: np.random.Generator, count: int) -> Imag
             else:  # an object-sized shape, `shown` pixels of it inside one border
                 side, along = int(rng.integers(12, 21)), int(rng.integers(0, size - 20))
                 edge = int(rng.integers(4))
-                inside = (size - shown, along, size - shown + side, along + side) if edge == 0 else \
-                         (shown - side, along, shown, along + side) if edge == 1 else \
-                         (along, size - shown, along + side, size - shown + side) if edge == 2 else \
-                         (along, shown - side, along + side, shown)  # fmt: skip
-                box = inside
+                box = (size - shown, along, size - shown + side, along + side) if edge == 0 else \
+                      (shown - side, along, shown, along + side) if edge == 1 else \
+                      (along, size - shown, along + side, size - shown + side) if edge == 2 else \
+                      (along, shown - side, along + side, shown)  # fmt: skip
                 visible = (max(0, box[0]), max(0, box[1]), min(size, box[2]), min(size, box[3]))
             x0, y0, x1, y1 = visible
             if free[max(0, y0 - 2) : y1 + 2, max(0, x0 - 2) : x1 + 2].all():
