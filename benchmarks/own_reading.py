@@ -5,7 +5,10 @@ own description of it; this prints how often that description is true of the ima
    no regeneration): the share whose self-check description the verifier finds true of the image
    (`parse_caption` → `verify`: exactly the objects it names), how the others are wrong (more or
    fewer objects than the verifier detects, the same count with a wrong colour or shape, not a
-   caption), and P(yes) on images the verifier accepts against those it rejects.
+   caption), P(yes) on images the verifier accepts against those it rejects, and what an exact
+   comparison over the description would score: the description's scene drawn by the world's
+   renderer and verified against the prompt, as a Yes/No against the verifier's verdict on the
+   image (balanced accuracy): the most a self-check that judges through this description can reach.
 2. Renders, clean and with `add_debris` fragments (shapes narrower than the verifier's smallest
    object, which it passes over): caption accuracy and captions naming exactly the objects.
 
@@ -20,8 +23,8 @@ from collections import Counter
 import numpy as np
 import torch
 
-from coevolve.data.shapes import TAGS, add_debris, as_verifiable, derive_seed, detect, sample_example, verify
-from coevolve.data.shapes.describe import caption_objects, parse_caption, scene_objects
+from coevolve.data.shapes import TAGS, add_debris, as_verifiable, derive_seed, detect, render, sample_example, verify
+from coevolve.data.shapes.describe import caption_objects, parse_caption, scene_objects, scene_of_caption
 from coevolve.eval.shapes import shapes_prompts
 from coevolve.model import JanusAdapter
 from coevolve.model.guidance import Guidance
@@ -52,8 +55,10 @@ def own_images(adapter: JanusAdapter, per_category: int, guidance: float) -> Non
         image = as_verifiable(trajectory.image(IMAGE))
         description = trajectory.text(DESCRIPTION)
         claims = parse_caption(description)
+        scene = scene_of_caption(description, np.random.default_rng(0))
         rows.append({
             "accepted": verify(image, example.metadata).correct,
+            "compared": scene is not None and verify(render(scene), example.metadata).correct,
             "true": claims is not None and verify(image, claims).correct,
             "kind": how_wrong(description, image),
             "p_yes": trajectory.info["p_yes"],
@@ -66,6 +71,9 @@ def own_images(adapter: JanusAdapter, per_category: int, guidance: float) -> Non
     rejected = [r["p_yes"] for r in rows if not r["accepted"]]
     if accepted and rejected:
         print(f"  P(yes): accepted images {np.mean(accepted):.2f}, rejected {np.mean(rejected):.2f}")
+        said_yes = [np.mean([r["compared"] for r in rows if r["accepted"] == truth]) for truth in (True, False)]
+        print(f"  exact comparison over the description: balanced accuracy {(said_yes[0] + 1 - said_yes[1]) / 2:.3f} "
+              f"(Yes on {said_yes[0]:.2f} of accepted images, {said_yes[1]:.2f} of rejected)")
 
 
 def renders(adapter: JanusAdapter, n: int, counts: list[int]) -> None:
