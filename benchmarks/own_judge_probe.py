@@ -1,0 +1,101 @@
+"""Can the self-check's answer learn to judge the model's own images over its own descriptions?
+
+Draws `--images` first images of the checkpoint (the eval's prompt distribution, seeded apart from
+the eval's prompts) with their self-check descriptions, labels each with the verifier's verdict on
+the image, and trains the Yes/No answer alone (cross-entropy of the first answer token, as
+`judge_probe.py`) on `--train` of them; every `--every` steps it prints the balanced accuracy and
+AUC of P(yes) on the rest (held-out own images), against the verifier, and the AUC within a
+GenEval category (averaged over those holding both classes).
+
+    python benchmarks/own_judge_probe.py --model runs/shapes/checkpoints/sft
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from coevolve.data.shapes import TAGS, as_verifiable, derive_seed, sample_example, verify
+from coevolve.model import JanusAdapter
+from coevolve.model.guidance import Guidance
+from coevolve.model.packing import pack, trunk
+from coevolve.model.segments import Text
+from coevolve.rollout.programs import IntrospectiveT2I, RolloutItem
+from coevolve.trajectory import DESCRIPTION, IMAGE
+
+
+def auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    pos, neg = scores[labels], scores[~labels]
+    return float(((pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()) / (len(pos) * len(neg)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="a Janus checkpoint directory (a describing self-check)")
+    parser.add_argument("--images", type=int, default=720)
+    parser.add_argument("--train", type=int, default=600)
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--every", type=int, default=25)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    adapter = JanusAdapter.from_pretrained(args.model)
+    model = adapter.model
+    model.eval()
+    examples = [sample_example(derive_seed(4242, i), TAGS[i % len(TAGS)]) for i in range(args.images)]
+    program = IntrospectiveT2I(adapter, seed=4242, guidance=Guidance(3.0, "pad"), regenerate="never", max_rounds=1)
+    contexts, labels = [], []
+    with torch.no_grad():
+        for start in range(0, len(examples), 48):
+            batch = examples[start : start + 48]
+            for example, t in zip(batch, program([RolloutItem(str(start + i), e.prompt) for i, e in enumerate(batch)])):
+                image = t.image(IMAGE)
+                labels.append(verify(as_verifiable(image), example.metadata).correct)
+                described = Text(t.segment(DESCRIPTION).ids)
+                contexts.append(adapter.judge_context(image, example.prompt, description=described))
+    labels, tags = np.array(labels), np.array([e.tag for e in examples])
+    yes, no = adapter.judge_choices(contexts[0])
+    train, test = slice(0, args.train), slice(args.train, None)
+    print(f"{len(labels)} own images, accepted by the verifier: train {labels[train].mean():.2f}, "
+          f"held-out {labels[test].mean():.2f}", flush=True)  # fmt: skip
+
+    def logits(batch) -> torch.Tensor:
+        return model.lm_head(trunk(model, pack(batch, adapter.spec, "left")).last_hidden_state[:, -1])[:, [yes, no]]
+
+    def evaluate(step: int) -> None:
+        model.eval()
+        with torch.no_grad():
+            held = contexts[test]
+            p_yes = torch.cat([logits(held[i : i + 60]).float().softmax(-1)[:, 0] for i in range(0, len(held), 60)])
+        model.train()
+        p, truth, tag = p_yes.numpy(), labels[test], tags[test]
+        balanced = ((p[truth] > 0.5).mean() + (p[~truth] <= 0.5).mean()) / 2
+        # Within a category: what is left once the category's share of accepted images is known.
+        mixed = [t for t in TAGS if 0 < truth[tag == t].sum() < (tag == t).sum()]
+        within = np.mean([auc(p[tag == t], truth[tag == t]) for t in mixed]) if mixed else float("nan")
+        print(f"step {step}: held-out own images balanced accuracy {balanced:.3f}, AUC {auc(p, truth):.3f} "
+              f"(within a category {within:.3f}), P(yes) accepted {p[truth].mean():.2f} rejected "
+              f"{p[~truth].mean():.2f}", flush=True)  # fmt: skip
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
+    rng = np.random.default_rng(0)
+    # Each class weighs half of the loss: an answer that ignores the image learns nothing.
+    share = float(labels[train].mean())
+    weight = torch.tensor([0.5 / share, 0.5 / (1 - share)], dtype=torch.float32)
+    evaluate(0)
+    for step in range(1, args.steps + 1):
+        rows = rng.choice(args.train, size=args.batch, replace=False)
+        target = torch.tensor([0 if labels[r] else 1 for r in rows])
+        loss = torch.nn.functional.cross_entropy(logits([contexts[r] for r in rows]).float(), target, weight=weight)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % args.every == 0:
+            evaluate(step)
+
+
+if __name__ == "__main__":
+    main()
