@@ -5,7 +5,7 @@ the eval's prompts) with their self-check descriptions, labels each with the ver
 the image, and trains the Yes/No answer alone (cross-entropy of the first answer token, as
 `judge_probe.py`) on `--train` of them; every `--every` steps it prints the balanced accuracy and
 AUC of P(yes) on the rest (held-out own images), against the verifier, and the AUC within a
-GenEval category (averaged over those holding both classes).
+GenEval category (the eval's `auc_within_category`: pairs of one category only).
 
     python benchmarks/own_judge_probe.py --model runs/shapes/checkpoints/sft
 """
@@ -18,17 +18,13 @@ import numpy as np
 import torch
 
 from coevolve.data.shapes import TAGS, as_verifiable, derive_seed, sample_example, verify
+from coevolve.eval.shapes import p_yes_auc
 from coevolve.model import JanusAdapter
 from coevolve.model.guidance import Guidance
 from coevolve.model.packing import pack, trunk
 from coevolve.model.segments import Text
 from coevolve.rollout.programs import IntrospectiveT2I, RolloutItem
 from coevolve.trajectory import DESCRIPTION, IMAGE
-
-
-def auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    pos, neg = scores[labels], scores[~labels]
-    return float(((pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()) / (len(pos) * len(neg)))
 
 
 def main() -> None:
@@ -73,10 +69,10 @@ def main() -> None:
         model.train()
         p, truth, tag = p_yes.numpy(), labels[test], tags[test]
         balanced = ((p[truth] > 0.5).mean() + (p[~truth] <= 0.5).mean()) / 2
-        # Within a category: what is left once the category's share of accepted images is known.
-        mixed = [t for t in TAGS if 0 < truth[tag == t].sum() < (tag == t).sum()]
-        within = np.mean([auc(p[tag == t], truth[tag == t]) for t in mixed]) if mixed else float("nan")
-        print(f"step {step}: held-out own images balanced accuracy {balanced:.3f}, AUC {auc(p, truth):.3f} "
+        # As the eval reports it: pairs within a category only (what is left once the category's
+        # share of accepted images is known).
+        pooled, within = (p_yes_auc(p.tolist(), truth.tolist(), strata) for strata in ([None] * len(p), tag.tolist()))
+        print(f"step {step}: held-out own images balanced accuracy {balanced:.3f}, AUC {pooled:.3f} "
               f"(within a category {within:.3f}), P(yes) accepted {p[truth].mean():.2f} rejected "
               f"{p[~truth].mean():.2f}", flush=True)  # fmt: skip
 

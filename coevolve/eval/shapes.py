@@ -246,12 +246,12 @@ def _verdict_accuracy(correct: list[bool], truth: list[bool], tags: list[str], p
     balanced = None if not all(per_class) else sum(sum(flags) / len(flags) for flags in per_class) / 2
     out = {**_accuracy(correct, tags), "balanced_accuracy": balanced}
     if p_yes is not None:
-        out["auc"] = _auc(p_yes, truth, [None] * len(truth))
-        out["auc_within_category"] = _auc(p_yes, truth, tags)
+        out["auc"] = p_yes_auc(p_yes, truth, [None] * len(truth))
+        out["auc_within_category"] = p_yes_auc(p_yes, truth, tags)
     return out
 
 
-def _auc(p_yes: list[float], truth: list[bool], strata: list) -> float | None:
+def p_yes_auc(p_yes: list[float], truth: list[bool], strata: list) -> float | None:
     """P(an accepted image's P(yes) > a rejected one's), ties half, over pairs of one stratum."""
     wins = pairs = 0.0
     for stratum in set(strata):

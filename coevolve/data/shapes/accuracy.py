@@ -18,10 +18,11 @@ import zlib
 from collections.abc import Callable
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter
 
 from .metadata import TAGS
 from .prompts import balanced_examples, derive_seed, sample_example
+from .scene import BACKGROUND, COLORS, SHAPES, draw_shape
 from .verifier import verify
 
 ImageTransform = Callable[[list[Image.Image]], list[Image.Image]]
@@ -65,10 +66,6 @@ def add_debris(image: Image.Image, rng: np.random.Generator, count: int) -> Imag
     verifier reads the same objects (and a caption of the image stays true); a reader has to
     learn to pass over them rather than count them (an SFT checkpoint names more objects than the
     verifier finds on 36% of its own images: README, "Twelfth round")."""
-    from PIL import ImageDraw
-
-    from .scene import BACKGROUND, COLORS, SHAPES, draw_shape
-
     out = image.convert("RGB").copy()
     pixels = np.asarray(out)
     # Near the background grey: a VQ-decoded image's background is not exactly it.
