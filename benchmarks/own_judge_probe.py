@@ -16,14 +16,12 @@ import argparse
 
 import numpy as np
 import torch
+from own_reading import describing_adapter, first_images  # beside this file
 
 from coevolve.data.shapes import TAGS, as_verifiable, derive_seed, sample_example, verify
 from coevolve.eval.shapes import p_yes_auc
-from coevolve.model import JanusAdapter
-from coevolve.model.guidance import Guidance
 from coevolve.model.packing import pack, trunk
 from coevolve.model.segments import Text
-from coevolve.rollout.programs import IntrospectiveT2I, RolloutItem
 from coevolve.trajectory import DESCRIPTION, IMAGE
 
 
@@ -38,20 +36,15 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=25)
     args = parser.parse_args()
     torch.manual_seed(0)
-    adapter = JanusAdapter.from_pretrained(args.model)
+    adapter = describing_adapter(args.model)
     model = adapter.model
-    model.eval()
     examples = [sample_example(derive_seed(4242, i), TAGS[i % len(TAGS)]) for i in range(args.images)]
-    program = IntrospectiveT2I(adapter, seed=4242, guidance=Guidance(3.0, "pad"), regenerate="never", max_rounds=1)
     contexts, labels = [], []
-    with torch.no_grad():
-        for start in range(0, len(examples), 48):
-            batch = examples[start : start + 48]
-            for example, t in zip(batch, program([RolloutItem(str(start + i), e.prompt) for i, e in enumerate(batch)])):
-                image = t.image(IMAGE)
-                labels.append(verify(as_verifiable(image), example.metadata).correct)
-                described = Text(t.segment(DESCRIPTION).ids)
-                contexts.append(adapter.judge_context(image, example.prompt, description=described))
+    for example, t in zip(examples, first_images(adapter, examples, seed=4242, guidance=3.0)):
+        image = t.image(IMAGE)
+        labels.append(verify(as_verifiable(image), example.metadata).correct)
+        described = Text(t.segment(DESCRIPTION).ids)
+        contexts.append(adapter.judge_context(image, example.prompt, description=described))
     labels, tags = np.array(labels), np.array([e.tag for e in examples])
     yes, no = adapter.judge_choices(contexts[0])
     train, test = slice(0, args.train), slice(args.train, None)

@@ -29,7 +29,7 @@ from coevolve.eval.shapes import shapes_prompts
 from coevolve.model import JanusAdapter
 from coevolve.model.guidance import Guidance
 from coevolve.rollout.programs import IntrospectiveT2I, RolloutItem
-from coevolve.trajectory import DESCRIPTION, IMAGE
+from coevolve.trajectory import DESCRIPTION, IMAGE, Trajectory
 
 
 def how_wrong(description: str, image) -> str:
@@ -43,13 +43,31 @@ def how_wrong(description: str, image) -> str:
     return "names more objects" if said > found else "names fewer objects" if said < found else "wrong colour/shape"
 
 
+def describing_adapter(path: str) -> JanusAdapter:
+    """The checkpoint at `path`, in eval mode; refused unless its self-check describes the image."""
+    adapter = JanusAdapter.from_pretrained(path)
+    if adapter.self_check != "describe":
+        raise SystemExit(f"{path}: its self-check does not describe the image (self_check: {adapter.self_check})")
+    adapter.model.eval()
+    return adapter
+
+
+@torch.no_grad()
+def first_images(adapter: JanusAdapter, examples: list, seed: int, guidance: float) -> list[Trajectory]:
+    """One introspective trajectory per example, stopped after the first image's self-check (each
+    row seeded on its own, so the batch size does not matter)."""
+    program = IntrospectiveT2I(adapter, seed=seed, guidance=Guidance(guidance, "pad"), regenerate="never",
+                               max_rounds=1)  # fmt: skip
+    trajectories = []
+    for start in range(0, len(examples), 48):
+        batch = examples[start : start + 48]
+        trajectories += program([RolloutItem(str(start + i), e.prompt) for i, e in enumerate(batch)])
+    return trajectories
+
+
 def own_images(adapter: JanusAdapter, per_category: int, guidance: float) -> None:
     examples = shapes_prompts(per_category, 0)
-    program = IntrospectiveT2I(adapter, seed=0, guidance=Guidance(guidance, "pad"), regenerate="never", max_rounds=1)
-    trajectories = []
-    for start in range(0, len(examples), 24):
-        batch = examples[start : start + 24]
-        trajectories += program([RolloutItem(str(start + i), e.prompt) for i, e in enumerate(batch)])
+    trajectories = first_images(adapter, examples, 0, guidance)
     rows = []
     for example, trajectory in zip(examples, trajectories):
         image = as_verifiable(trajectory.image(IMAGE))
@@ -99,10 +117,7 @@ def main() -> None:
     parser.add_argument("--debris", type=int, nargs="+", default=[0, 3, 6], help="fragments per render, 0 = clean")
     args = parser.parse_args()
     torch.manual_seed(0)
-    adapter = JanusAdapter.from_pretrained(args.model)
-    if adapter.self_check != "describe":
-        raise SystemExit(f"{args.model}: its self-check does not describe the image (self_check: {adapter.self_check})")
-    adapter.model.eval()
+    adapter = describing_adapter(args.model)
     with torch.no_grad():
         own_images(adapter, args.per_category, args.guidance)
         renders(adapter, args.renders, args.debris)
