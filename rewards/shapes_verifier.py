@@ -18,8 +18,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from coevolve.data.shapes import verify
-from coevolve.data.shapes.describe import parse_caption
+import numpy as np
+
+from coevolve.data.shapes import render, verify
+from coevolve.data.shapes.describe import parse_caption, scene_of_caption
 from coevolve.trajectory import IMAGE, Trajectory
 from rewards.base import ScoreBatch, Scorer, check_segment_name, register_scorer, select_image
 
@@ -36,25 +38,37 @@ class ShapesVerifier(Scorer):
         graded: False: 1.0 when every clause holds, else 0.0; True: the fraction of clauses met.
         text: None (the prompt's metadata), or the text segment whose caption is checked against
             the image (e.g. "description" with segment "image", "caption" with "source").
-        unparsed_score: with `text`, the score of a text that is not a caption of the grammar.
+        unparsed_score: with `text` or `scene_of`, the score of a text that is not a caption of the grammar.
+        scene_of: None, or the text segment whose described scene is judged against the prompt's
+            metadata in place of an image (e.g. "description"); not with `text` or `segment`.
     """
 
     def __init__(self, segment: str = IMAGE, graded: bool = False, text: str | None = None,
-                 unparsed_score: float | None = None):  # fmt: skip
+                 unparsed_score: float | None = None, scene_of: str | None = None):  # fmt: skip
         self.segment = check_segment_name(segment, "shapes_verifier")
         self.graded = bool(graded)
-        if text is not None:
-            check_segment_name(text, "shapes_verifier text")
+        if text is not None and scene_of is not None:
+            raise ValueError(
+                f"shapes_verifier: text {text!r} checks a text against an image, scene_of {scene_of!r} a prompt "
+                "against a text's scene; give one"
+            )
+        if scene_of is not None and segment != IMAGE:
+            raise ValueError(f"shapes_verifier: scene_of {scene_of!r} judges a text's scene, not segment {segment!r}")
+        read = text if text is not None else scene_of
+        if read is not None:
+            key = "text" if text is not None else "scene_of"
+            check_segment_name(read, f"shapes_verifier {key}")
             if unparsed_score is None or not math.isfinite(unparsed_score):
                 raise ValueError(
-                    f"shapes_verifier: text {text!r} needs a finite unparsed_score (what a {text} outside the "
+                    f"shapes_verifier: {key} {read!r} needs a finite unparsed_score (what a {read} outside the "
                     f"caption grammar scores), got {unparsed_score!r}"
                 )
         elif unparsed_score is not None:
             raise ValueError(
-                "shapes_verifier: unparsed_score applies with text only (the prompt's metadata always parses)"
+                "shapes_verifier: unparsed_score applies with text or scene_of only (the prompt's metadata always "
+                "parses)"
             )
-        self.text, self.unparsed_score = text, unparsed_score
+        self.text, self.scene_of, self.unparsed_score = text, scene_of, unparsed_score
 
     def _claims(self, trajectory: Trajectory) -> dict | None:
         if self.text is not None:
@@ -63,16 +77,26 @@ class ShapesVerifier(Scorer):
             raise KeyError(f"trajectory {trajectory.id!r} has no metadata[{GENEVAL!r}] to verify against")
         return trajectory.metadata[GENEVAL]
 
+    def _judged(self, trajectory: Trajectory):
+        """The image checked: the trajectory's, or with `scene_of` the drawing of the scene its text
+        describes (None when that text describes none)."""
+        if self.scene_of is None:
+            return select_image(trajectory, self.segment)
+        scene = scene_of_caption(trajectory.text(self.scene_of), np.random.default_rng(0))
+        return None if scene is None else render(scene)
+
     def score(self, trajectories: Sequence[Trajectory]) -> ScoreBatch:
         scores, details = [], []
         for trajectory in trajectories:
             claims = self._claims(trajectory)
-            if claims is None:
+            image = self._judged(trajectory) if claims is not None else None
+            if claims is None or (self.scene_of is not None and image is None):
                 scores.append(self.unparsed_score)
                 details.append({"correct": False, "parsed": False})
                 continue
-            verdict = verify(select_image(trajectory, self.segment), claims)
+            verdict = verify(image, claims)
             scores.append(verdict.score if self.graded else float(verdict.correct))
+            parsed = self.text is not None or self.scene_of is not None
             details.append({"correct": verdict.correct, "clauses_met": verdict.score, "reasons": verdict.reasons}
-                           | ({"parsed": True} if self.text is not None else {}))  # fmt: skip
+                           | ({"parsed": True} if parsed else {}))  # fmt: skip
         return ScoreBatch(scores, details)

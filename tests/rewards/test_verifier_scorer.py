@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from coevolve.data.shapes import TAGS, derive_seed, sample_example
+from coevolve.data.shapes import SHAPES, TAGS, derive_seed, sample_example
+from coevolve.data.shapes.metadata import NUMBERS, make_plural
 from coevolve.trajectory import DESCRIPTION, IMAGE, REGEN_IMAGE, Segment, Trajectory
 from rewards import FINAL, SOURCE, ShapesVerifier
 from rewards.check import shapes_pairs
+from rewards.shapes_verifier import GENEVAL
 
 PAIRS = shapes_pairs(24, seed=11)
 POSITIVES, NEGATIVES = PAIRS[0::2], PAIRS[1::2]
@@ -79,5 +81,50 @@ def test_text_checks_what_a_description_claims_about_the_image():
 def test_text_needs_an_unparsed_score_and_only_text_takes_one():
     with pytest.raises(ValueError, match=r"shapes_verifier: text 'description' needs a finite unparsed_score"):
         ShapesVerifier(text=DESCRIPTION)
-    with pytest.raises(ValueError, match=r"shapes_verifier: unparsed_score applies with text only"):
+    with pytest.raises(ValueError, match=r"shapes_verifier: unparsed_score applies with text or scene_of only"):
         ShapesVerifier(unparsed_score=0.0)
+
+
+def _prompted(i: int, example, image, description: str) -> Trajectory:
+    trajectory = _described(i, image, description)
+    trajectory.metadata[GENEVAL] = example.metadata
+    return trajectory
+
+
+def test_scene_of_judges_the_prompt_on_the_scene_a_description_describes():
+    """With `scene_of`, the prompt's metadata is checked on the described scene, not on the image:
+    per category, the satisfying scene's caption passes and its violation's fails whichever image
+    the trajectory holds; a description with more objects than the prompt asks for passes where
+    GenEval's clauses allow them; a text outside the grammar gets `unparsed_score`."""
+    judge = ShapesVerifier(scene_of=DESCRIPTION, unparsed_score=0.0)
+    for i, tag in enumerate(TAGS * 3):
+        seed = derive_seed(9, i)
+        good, bad = sample_example(seed, tag), sample_example(seed, tag, satisfies=False)
+        assert good.prompt == bad.prompt
+        # The image is the other example's render: the judge must not read it.
+        pair = [_prompted(i, good, bad.render(), " " + good.caption), _prompted(i, bad, good.render(), " " + bad.caption)]
+        assert judge.score(pair).scores == [1.0, 0.0], (tag, good.caption, bad.caption)
+    two = sample_example(derive_seed(9, 0), "two_object")
+    (first, second) = two.scene.objects
+    extra = f" a {first.color} {first.shape}, a {second.color} {second.shape} and a {first.color} {_other(two)}"
+    counted = sample_example(derive_seed(9, 1), "counting")
+    drawn = counted.scene.objects[0]
+    over = f" {NUMBERS[len(counted.scene.objects) + 1]} {drawn.color} {make_plural(drawn.shape)}"
+    result = judge.score([_prompted(0, two, two.render(), extra), _prompted(1, counted, counted.render(), over),
+                          _prompted(2, two, two.render(), " four pink")])  # fmt: skip
+    assert result.scores == [1.0, 0.0, 0.0]
+    assert result.details[2] == {"correct": False, "parsed": False}
+
+
+def _other(example) -> str:
+    named = {obj.shape for obj in example.scene.objects}
+    return next(shape for shape in SHAPES if shape not in named)
+
+
+def test_scene_of_is_its_own_reading_and_needs_an_unparsed_score():
+    with pytest.raises(ValueError, match=r"shapes_verifier: scene_of 'description' needs a finite unparsed_score"):
+        ShapesVerifier(scene_of=DESCRIPTION)
+    with pytest.raises(ValueError, match=r"give one"):
+        ShapesVerifier(text=DESCRIPTION, scene_of=DESCRIPTION, unparsed_score=0.0)
+    with pytest.raises(ValueError, match=r"scene_of 'description' judges a text's scene, not segment 'final'"):
+        ShapesVerifier(scene_of=DESCRIPTION, segment=FINAL, unparsed_score=0.0)
