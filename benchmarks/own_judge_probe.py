@@ -7,16 +7,23 @@ the image, and trains the Yes/No answer alone (cross-entropy of the first answer
 AUC of P(yes) on the rest (held-out own images), against the verifier, and the AUC within a
 GenEval category (the eval's `auc_within_category`: pairs of one category only).
 
+`--label compared` trains towards the exact comparison over the description instead
+(`own_reading.exact_comparison`: what the description, taken at its word, says of the prompt) and
+also prints the held-out balanced accuracy against it: can the answer learn to follow its own
+description? `--balance tag` weighs each (category, class) cell equally, so that knowing which
+categories the generator fails earns nothing.
+
     python benchmarks/own_judge_probe.py --model runs/shapes/checkpoints/sft
 """
 
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 
 import numpy as np
 import torch
-from own_reading import describing_adapter, first_images  # beside this file
+from own_reading import describing_adapter, exact_comparison, first_images  # beside this file
 
 from coevolve.data.shapes import TAGS, as_verifiable, derive_seed, sample_example, verify
 from coevolve.eval.shapes import p_yes_auc
@@ -34,18 +41,22 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--every", type=int, default=25)
+    parser.add_argument("--label", choices=["verifier", "compared"], default="verifier", help="what the answer is trained towards")
+    parser.add_argument("--balance", choices=["class", "tag"], default="class", help="equal weight per class, or per (category, class)")
     args = parser.parse_args()
     torch.manual_seed(0)
     adapter = describing_adapter(args.model)
     model = adapter.model
     examples = [sample_example(derive_seed(4242, i), TAGS[i % len(TAGS)]) for i in range(args.images)]
-    contexts, labels = [], []
+    contexts, labels, compared = [], [], []
     for example, t in zip(examples, first_images(adapter, examples, seed=4242, guidance=3.0)):
         image = t.image(IMAGE)
         labels.append(verify(as_verifiable(image), example.metadata).correct)
+        compared.append(exact_comparison(t.text(DESCRIPTION), example.metadata))
         described = Text(t.segment(DESCRIPTION).ids)
         contexts.append(adapter.judge_context(image, example.prompt, description=described))
-    labels, tags = np.array(labels), np.array([e.tag for e in examples])
+    labels, compared, tags = np.array(labels), np.array(compared), np.array([e.tag for e in examples])
+    targets = labels if args.label == "verifier" else compared
     yes, no = adapter.judge_choices(contexts[0])
     train, test = slice(0, args.train), slice(args.train, None)
     print(f"{len(labels)} own images, accepted by the verifier: train {labels[train].mean():.2f}, "
@@ -65,20 +76,31 @@ def main() -> None:
         # As the eval reports it: pairs within a category only (what is left once the category's
         # share of accepted images is known).
         pooled, within = (p_yes_auc(p.tolist(), truth.tolist(), strata) for strata in ([None] * len(p), tag.tolist()))
+        follows = compared[test]
+        against_description = ((p[follows] > 0.5).mean() + (p[~follows] <= 0.5).mean()) / 2
         print(f"step {step}: held-out own images balanced accuracy {balanced:.3f}, AUC {pooled:.3f} "
               f"(within a category {within:.3f}), P(yes) accepted {p[truth].mean():.2f} rejected "
-              f"{p[~truth].mean():.2f}", flush=True)  # fmt: skip
+              f"{p[~truth].mean():.2f}; against the exact comparison over the description: balanced "
+              f"{against_description:.3f}", flush=True)  # fmt: skip
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
     rng = np.random.default_rng(0)
-    # Each class weighs half of the loss: an answer that ignores the image learns nothing.
-    share = float(labels[train].mean())
-    weight = torch.tensor([0.5 / share, 0.5 / (1 - share)], dtype=torch.float32)
+    # Each class weighs half of the loss (of each category's, with --balance tag; a category whose
+    # examples are all of one class weighs nothing): an answer that ignores the image (or knows
+    # only the category) learns nothing.
+    cells = list(zip(tags[train], targets[train])) if args.balance == "tag" else [(None, t) for t in targets[train]]
+    count = Counter(cells)
+    sizes, classes = Counter(scope for scope, _ in cells), Counter(scope for scope, _ in count)
+    row_weight = np.array([
+        0.0 if classes[scope] == 1 else sizes[scope] / (classes[scope] * count[scope, t]) for scope, t in cells
+    ])  # fmt: skip
     evaluate(0)
     for step in range(1, args.steps + 1):
         rows = rng.choice(args.train, size=args.batch, replace=False)
-        target = torch.tensor([0 if labels[r] else 1 for r in rows])
-        loss = torch.nn.functional.cross_entropy(logits([contexts[r] for r in rows]).float(), target, weight=weight)
+        target = torch.tensor([0 if targets[r] else 1 for r in rows])
+        weight = torch.tensor(row_weight[rows], dtype=torch.float32)
+        losses = torch.nn.functional.cross_entropy(logits([contexts[r] for r in rows]).float(), target, reduction="none")
+        loss = (losses * weight).sum() / weight.sum().clamp_min(1e-12)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

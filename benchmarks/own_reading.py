@@ -25,7 +25,7 @@ import torch
 
 from coevolve.data.shapes import TAGS, add_debris, as_verifiable, derive_seed, detect, render, sample_example, verify
 from coevolve.data.shapes.describe import caption_objects, parse_caption, scene_objects, scene_of_caption
-from coevolve.eval.shapes import shapes_prompts
+from coevolve.eval.shapes import p_yes_auc, shapes_prompts
 from coevolve.model import JanusAdapter
 from coevolve.model.guidance import Guidance
 from coevolve.rollout.programs import IntrospectiveT2I, RolloutItem
@@ -65,6 +65,23 @@ def first_images(adapter: JanusAdapter, examples: list, seed: int, guidance: flo
     return trajectories
 
 
+def exact_comparison(description: str, metadata: dict) -> bool:
+    """What a self-check that judges through `description` at its word would answer: the scene it
+    describes, drawn by the world's renderer, verified against the prompt's metadata."""
+    scene = scene_of_caption(description, np.random.default_rng(0))
+    return scene is not None and verify(render(scene), metadata).correct
+
+
+def comparison_figures(compared: list[bool], accepted: list[bool], tags: list[str]) -> str:
+    """The exact comparison's Yes/No against the verifier: balanced accuracy pooled, and the AUC
+    within a category (the eval's `auc_within_category`), which a verdict that knows only which
+    categories the generator fails cannot lift above 0.5."""
+    compared_, accepted_ = np.array(compared), np.array(accepted)
+    balanced = (compared_[accepted_].mean() + (~compared_[~accepted_]).mean()) / 2
+    within = p_yes_auc(compared_.astype(float).tolist(), accepted_.tolist(), tags)
+    return f"balanced accuracy {balanced:.3f}, AUC within a category {within:.3f}"
+
+
 def own_images(adapter: JanusAdapter, per_category: int, guidance: float) -> None:
     examples = shapes_prompts(per_category, 0)
     trajectories = first_images(adapter, examples, 0, guidance)
@@ -73,13 +90,13 @@ def own_images(adapter: JanusAdapter, per_category: int, guidance: float) -> Non
         image = as_verifiable(trajectory.image(IMAGE))
         description = trajectory.text(DESCRIPTION)
         claims = parse_caption(description)
-        scene = scene_of_caption(description, np.random.default_rng(0))
         rows.append({
             "accepted": verify(image, example.metadata).correct,
-            "compared": scene is not None and verify(render(scene), example.metadata).correct,
+            "compared": exact_comparison(description, example.metadata),
             "true": claims is not None and verify(image, claims).correct,
             "kind": how_wrong(description, image),
             "p_yes": trajectory.info["p_yes"],
+            "tag": example.tag,
         })  # fmt: skip
     n = len(rows)
     print(f"own first images: {n}; accepted by the verifier {sum(r['accepted'] for r in rows)}")
@@ -89,9 +106,14 @@ def own_images(adapter: JanusAdapter, per_category: int, guidance: float) -> Non
     rejected = [r["p_yes"] for r in rows if not r["accepted"]]
     if accepted and rejected:
         print(f"  P(yes): accepted images {np.mean(accepted):.2f}, rejected {np.mean(rejected):.2f}")
-        said_yes = [np.mean([r["compared"] for r in rows if r["accepted"] == truth]) for truth in (True, False)]
-        print(f"  exact comparison over the description: balanced accuracy {(said_yes[0] + 1 - said_yes[1]) / 2:.3f} "
-              f"(Yes on {said_yes[0]:.2f} of accepted images, {said_yes[1]:.2f} of rejected)")
+        columns = ([r[key] for r in rows] for key in ("compared", "accepted", "tag"))
+        print(f"  exact comparison over the description: {comparison_figures(*columns)}")
+        for tag in TAGS:
+            mine = [r for r in rows if r["tag"] == tag]
+            said_yes = [[r["compared"] for r in mine if r["accepted"] == truth] for truth in (True, False)]
+            rates = " ".join(f"{np.mean(said):.2f}" if said else "-" for said in said_yes)
+            print(f"    {tag}: accepted {np.mean([r['accepted'] for r in mine]):.2f}; "
+                  f"Yes on accepted / rejected {rates}")  # fmt: skip
 
 
 def renders(adapter: JanusAdapter, n: int, counts: list[int]) -> None:
@@ -113,14 +135,15 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="a Janus checkpoint directory (a describing self-check)")
     parser.add_argument("--per-category", type=int, default=20, help="own images per GenEval category")
     parser.add_argument("--guidance", type=float, default=3.0, help="CFG weight of the own images (the eval's)")
-    parser.add_argument("--renders", type=int, default=120)
+    parser.add_argument("--renders", type=int, default=120, help="renders captioned (0: skip part 2)")
     parser.add_argument("--debris", type=int, nargs="+", default=[0, 3, 6], help="fragments per render, 0 = clean")
     args = parser.parse_args()
     torch.manual_seed(0)
     adapter = describing_adapter(args.model)
     with torch.no_grad():
         own_images(adapter, args.per_category, args.guidance)
-        renders(adapter, args.renders, args.debris)
+        if args.renders > 0:
+            renders(adapter, args.renders, args.debris)
 
 
 if __name__ == "__main__":
