@@ -23,8 +23,8 @@ from collections import Counter
 import numpy as np
 import torch
 
-from coevolve.data.shapes import TAGS, add_debris, as_verifiable, derive_seed, detect, render, sample_example, verify
-from coevolve.data.shapes.describe import caption_objects, parse_caption, scene_objects, scene_of_caption
+from coevolve.data.shapes import TAGS, add_debris, as_verifiable, derive_seed, detect, sample_example, verify
+from coevolve.data.shapes.describe import caption_objects, parse_caption, scene_objects, verify_described
 from coevolve.eval.shapes import p_yes_auc, shapes_prompts
 from coevolve.model import JanusAdapter
 from coevolve.model.guidance import Guidance
@@ -66,10 +66,9 @@ def first_images(adapter: JanusAdapter, examples: list, seed: int, guidance: flo
 
 
 def exact_comparison(description: str, metadata: dict) -> bool:
-    """What a self-check that judges through `description` at its word would answer: the scene it
-    describes, drawn by the world's renderer, verified against the prompt's metadata."""
-    scene = scene_of_caption(description, np.random.default_rng(0))
-    return scene is not None and verify(render(scene), metadata).correct
+    """What a self-check that judges through `description` at its word would answer (`verify_described`)."""
+    verdict = verify_described(description, metadata)
+    return verdict is not None and verdict.correct
 
 
 def comparison_figures(compared: list[bool], accepted: list[bool], tags: list[str]) -> str:

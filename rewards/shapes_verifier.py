@@ -18,10 +18,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import numpy as np
-
-from coevolve.data.shapes import render, verify
-from coevolve.data.shapes.describe import parse_caption, scene_of_caption
+from coevolve.data.shapes import verify
+from coevolve.data.shapes.describe import parse_caption, verify_described
 from coevolve.trajectory import IMAGE, Trajectory
 from rewards.base import ScoreBatch, Scorer, check_segment_name, register_scorer, select_image
 
@@ -77,24 +75,20 @@ class ShapesVerifier(Scorer):
             raise KeyError(f"trajectory {trajectory.id!r} has no metadata[{GENEVAL!r}] to verify against")
         return trajectory.metadata[GENEVAL]
 
-    def _judged(self, trajectory: Trajectory):
-        """The image checked: the trajectory's, or with `scene_of` the drawing of the scene its text
-        describes (None when that text describes none)."""
-        if self.scene_of is None:
-            return select_image(trajectory, self.segment)
-        scene = scene_of_caption(trajectory.text(self.scene_of), np.random.default_rng(0))
-        return None if scene is None else render(scene)
-
     def score(self, trajectories: Sequence[Trajectory]) -> ScoreBatch:
         scores, details = [], []
         for trajectory in trajectories:
             claims = self._claims(trajectory)
-            image = self._judged(trajectory) if claims is not None else None
-            if claims is None or (self.scene_of is not None and image is None):
+            if claims is None:
+                verdict = None
+            elif self.scene_of is not None:
+                verdict = verify_described(trajectory.text(self.scene_of), claims)
+            else:
+                verdict = verify(select_image(trajectory, self.segment), claims)
+            if verdict is None:
                 scores.append(self.unparsed_score)
                 details.append({"correct": False, "parsed": False})
                 continue
-            verdict = verify(image, claims)
             scores.append(verdict.score if self.graded else float(verdict.correct))
             parsed = self.text is not None or self.scene_of is not None
             details.append({"correct": verdict.correct, "clauses_met": verdict.score, "reasons": verdict.reasons}

@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from coevolve.data.shapes.describe import caption, caption_objects, parse_caption, scene_objects, scene_of_caption
+from coevolve.data.shapes.describe import (
+    caption,
+    caption_objects,
+    parse_caption,
+    scene_objects,
+    scene_of_caption,
+    verify_described,
+)
 from coevolve.data.shapes.metadata import TAGS, validate_metadata
 from coevolve.data.shapes.prompts import balanced_examples
 from coevolve.data.shapes.scene import Scene, ShapeObject, render
@@ -119,3 +126,15 @@ def test_scene_of_caption_places_at_random_and_refuses_what_it_cannot_draw():
     assert scene_of_caption("an empty scene.", np.random.default_rng(0)) == Scene()
     assert scene_of_caption("a red circle and", np.random.default_rng(0)) is None
     assert scene_of_caption("five red circles and a blue square", np.random.default_rng(0)) is None  # six objects
+
+
+def test_verify_described_takes_a_caption_at_its_word(examples):
+    """The prompt checked on the scene a caption describes agrees with the verifier on the render
+    the caption was written of, for satisfying and violating examples of every tag; same text,
+    same answer; a text outside the grammar describes nothing."""
+    for example in examples:
+        verdict = verify_described(example.caption, example.metadata)
+        assert verdict.correct == example.satisfies, (example.tag, example.prompt, example.caption, verdict.reasons)
+    one = examples[1]
+    assert verify_described(one.caption, one.metadata).reasons == verify_described(one.caption, one.metadata).reasons
+    assert verify_described("a red circle and", examples[0].metadata) is None

@@ -33,7 +33,8 @@ import numpy as np
 from .layout import boxes_in_relation, random_boxes
 from .metadata import NUMBERS, make_plural, validate_metadata, with_article
 from .relations import dominant_relation
-from .scene import COLOR_NAMES, IMAGE_SIZE, MAX_OBJECTS, SHAPES, Scene, ShapeObject
+from .scene import COLOR_NAMES, IMAGE_SIZE, MAX_OBJECTS, SHAPES, Scene, ShapeObject, render
+from .verifier import Verdict, verify
 
 _PHRASE = {"left of": "to the left of", "right of": "to the right of", "above": "above",
            "below": "below"}
@@ -183,6 +184,17 @@ def scene_of_caption(text: str, rng: np.random.Generator) -> Scene | None:
         return None
     boxes = list(boxes_in_relation(rng, relation)) if relation is not None else random_boxes(rng, len(kinds))
     return Scene(tuple(ShapeObject(shape, color, box) for (color, shape), box in zip(kinds, boxes)))
+
+
+def verify_described(text: str, metadata: dict | str) -> Verdict | None:
+    """``metadata`` (a prompt's) checked on the scene ``text`` describes, drawn by the renderer:
+    what a judge that takes the text at its word would say of the prompt; None when ``text``
+    describes no scene (`scene_of_caption`). The boxes come from a fixed seed, so the answer is
+    deterministic; a relation caption places its two objects clearly in that relation, a caption
+    without one at random (the grammar writes a relation whenever two objects of different
+    classes stand in one, so such a caption passes a position prompt only by chance)."""
+    scene = scene_of_caption(text, np.random.default_rng(0))
+    return None if scene is None else verify(render(scene), metadata)
 
 
 def scene_objects(scene: Scene) -> Counter:
