@@ -61,12 +61,14 @@ def main() -> None:
     model, eos = adapter.model, adapter.spec.eos_id
     examples = [sample_example(derive_seed(4242, i), TAGS[i % len(TAGS)]) for i in range(args.images)]
     trajectories = first_images(adapter, examples, seed=4242, guidance=3.0)
-    images = [as_verifiable(t.image(IMAGE)) for t in trajectories]
+    # The reader sees the image as drawn; the verifier reads it at its own size.
+    drawn = [t.image(IMAGE) for t in trajectories]
+    images = [as_verifiable(image) for image in drawn]
     targets = [
         torch.tensor(adapter.tokenizer(" " + detected_caption(i), add_special_tokens=False)["input_ids"] + [eos])
         for i in images
     ]
-    contexts = [adapter.caption_context(image) for image in images]
+    contexts = [adapter.caption_context(image) for image in drawn]
     held = slice(args.train, None)
     report("step 0 (the self-check's own descriptions)", [t.text(DESCRIPTION) for t in trajectories[held]],
            images[held], examples[held])  # fmt: skip
