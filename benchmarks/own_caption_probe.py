@@ -56,6 +56,8 @@ def main() -> None:
     args = parser.parse_args()
     if not 0 < args.train < args.images:
         raise SystemExit(f"--train must lie between 0 and --images ({args.images}), got {args.train}")
+    if not 0 < args.batch <= args.train:
+        raise SystemExit(f"--batch must lie between 1 and --train ({args.train}), got {args.batch}")
     torch.manual_seed(0)
     adapter = describing_adapter(args.model)
     model, eos = adapter.model, adapter.spec.eos_id

@@ -44,6 +44,10 @@ def main() -> None:
     parser.add_argument("--label", choices=["verifier", "compared"], default="verifier", help="what the answer is trained towards")
     parser.add_argument("--balance", choices=["class", "tag"], default="class", help="equal weight per class, or per (category, class)")
     args = parser.parse_args()
+    if not 0 < args.train < args.images:
+        raise SystemExit(f"--train must lie between 0 and --images ({args.images}), got {args.train}")
+    if not 0 < args.batch <= args.train:
+        raise SystemExit(f"--batch must lie between 1 and --train ({args.train}), got {args.batch}")
     torch.manual_seed(0)
     adapter = describing_adapter(args.model)
     model = adapter.model
