@@ -19,7 +19,6 @@ categories the generator fails earns nothing.
 from __future__ import annotations
 
 import argparse
-from collections import Counter
 
 import numpy as np
 import torch
@@ -30,6 +29,7 @@ from coevolve.eval.shapes import p_yes_auc
 from coevolve.model.packing import pack, trunk
 from coevolve.model.segments import Text
 from coevolve.trajectory import DESCRIPTION, IMAGE
+from rewards.consistency import class_balance_weights
 
 
 def main() -> None:
@@ -92,12 +92,8 @@ def main() -> None:
     # Each class weighs half of the loss (of each category's, with --balance tag; a category whose
     # examples are all of one class weighs nothing): an answer that ignores the image (or knows
     # only the category) learns nothing.
-    cells = list(zip(tags[train], targets[train])) if args.balance == "tag" else [(None, t) for t in targets[train]]
-    count = Counter(cells)
-    sizes, classes = Counter(scope for scope, _ in cells), Counter(scope for scope, _ in count)
-    row_weight = np.array([
-        0.0 if classes[scope] == 1 else sizes[scope] / (classes[scope] * count[scope, t]) for scope, t in cells
-    ])  # fmt: skip
+    scopes = tags[train].tolist() if args.balance == "tag" else [None] * args.train
+    row_weight = np.array(class_balance_weights(scopes, targets[train].tolist(), one_class_weighs_zero=True))
     evaluate(0)
     for step in range(1, args.steps + 1):
         rows = rng.choice(args.train, size=args.batch, replace=False)

@@ -146,13 +146,20 @@ class SelfConsistency(Scorer):
                 f"gave graded scores for {graded}"
             )
         scopes = [t.group for t in trajectories] if self.balance_classes == "group" else [None] * len(trajectories)
-        counts = Counter(zip(scopes, judge_scores))
-        classes = Counter(scope for scope, _ in counts)  # the number of classes present in each scope
-        sizes = Counter(scopes)
-        weights = []
-        for scope, label in zip(scopes, judge_scores):
-            if self.balance_classes == "group" and classes[scope] == 1:
-                weights.append(0.0)
-            else:
-                weights.append(sizes[scope] / (classes[scope] * counts[scope, label]))
-        return weights
+        return class_balance_weights(scopes, judge_scores, one_class_weighs_zero=self.balance_classes == "group")
+
+
+def class_balance_weights(scopes: Sequence, labels: Sequence, one_class_weighs_zero: bool) -> list[float]:
+    """Per sample, n / (k * n_c): n the samples of its scope, k the classes present there, n_c
+    those of its class — so within each scope every class weighs the same in all. With
+    `one_class_weighs_zero`, a scope holding a single class weighs 0 (all it can teach is its prior)."""
+    counts = Counter(zip(scopes, labels))
+    classes = Counter(scope for scope, _ in counts)  # the number of classes present in each scope
+    sizes = Counter(scopes)
+    weights = []
+    for scope, label in zip(scopes, labels):
+        if one_class_weighs_zero and classes[scope] == 1:
+            weights.append(0.0)
+        else:
+            weights.append(sizes[scope] / (classes[scope] * counts[scope, label]))
+    return weights
