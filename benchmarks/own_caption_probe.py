@@ -19,7 +19,14 @@ import argparse
 
 import numpy as np
 import torch
-from own_reading import comparison_figures, describing_adapter, exact_comparison, first_images  # beside this file
+from own_reading import (  # beside this file
+    add_probe_arguments,
+    check_probe_arguments,
+    comparison_figures,
+    describing_adapter,
+    exact_comparison,
+    first_images,
+)
 
 from coevolve.data.shapes import TAGS, Scene, ShapeObject, as_verifiable, derive_seed, detect, sample_example, verify
 from coevolve.data.shapes.describe import caption, parse_caption
@@ -45,19 +52,10 @@ def report(name: str, descriptions: list[str], images: list, examples: list) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="a Janus checkpoint directory (a describing self-check)")
-    parser.add_argument("--images", type=int, default=720)
-    parser.add_argument("--train", type=int, default=600)
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=5e-4)
-    parser.add_argument("--every", type=int, default=100)
+    add_probe_arguments(parser, steps=300, batch=16, every=100)
     parser.add_argument("--save", default=None, help="save the trained checkpoint here")
     args = parser.parse_args()
-    if not 0 < args.train < args.images:
-        raise SystemExit(f"--train must lie between 0 and --images ({args.images}), got {args.train}")
-    if not 0 < args.batch <= args.train:
-        raise SystemExit(f"--batch must lie between 1 and --train ({args.train}), got {args.batch}")
+    check_probe_arguments(args)
     torch.manual_seed(0)
     adapter = describing_adapter(args.model)
     model, eos = adapter.model, adapter.spec.eos_id

@@ -22,7 +22,13 @@ import argparse
 
 import numpy as np
 import torch
-from own_reading import describing_adapter, exact_comparison, first_images  # beside this file
+from own_reading import (  # beside this file
+    add_probe_arguments,
+    check_probe_arguments,
+    describing_adapter,
+    exact_comparison,
+    first_images,
+)
 
 from coevolve.data.shapes import TAGS, as_verifiable, derive_seed, sample_example, verify
 from coevolve.eval.shapes import p_yes_auc
@@ -34,20 +40,11 @@ from rewards.consistency import class_balance_weights
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="a Janus checkpoint directory (a describing self-check)")
-    parser.add_argument("--images", type=int, default=720)
-    parser.add_argument("--train", type=int, default=600)
-    parser.add_argument("--steps", type=int, default=150)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=5e-4)
-    parser.add_argument("--every", type=int, default=25)
+    add_probe_arguments(parser, steps=150, batch=32, every=25)
     parser.add_argument("--label", choices=["verifier", "compared"], default="verifier", help="what the answer is trained towards")
     parser.add_argument("--balance", choices=["class", "tag"], default="class", help="equal weight per class, or per (category, class)")
     args = parser.parse_args()
-    if not 0 < args.train < args.images:
-        raise SystemExit(f"--train must lie between 0 and --images ({args.images}), got {args.train}")
-    if not 0 < args.batch <= args.train:
-        raise SystemExit(f"--batch must lie between 1 and --train ({args.train}), got {args.batch}")
+    check_probe_arguments(args)
     torch.manual_seed(0)
     adapter = describing_adapter(args.model)
     model = adapter.model

@@ -81,6 +81,25 @@ def comparison_figures(compared: list[bool], accepted: list[bool], tags: list[st
     return f"balanced accuracy {balanced:.3f}, AUC within a category {within:.3f}"
 
 
+def add_probe_arguments(parser: argparse.ArgumentParser, steps: int, batch: int, every: int) -> None:
+    """The flags of the probes that train on the model's own first images (`own_judge_probe.py`,
+    `own_caption_probe.py`): the checkpoint, how many images and how many of them train, the run."""
+    parser.add_argument("--model", required=True, help="a Janus checkpoint directory (a describing self-check)")
+    parser.add_argument("--images", type=int, default=720)
+    parser.add_argument("--train", type=int, default=600)
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--batch", type=int, default=batch)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--every", type=int, default=every)
+
+
+def check_probe_arguments(args: argparse.Namespace) -> None:
+    if not 0 < args.train < args.images:
+        raise SystemExit(f"--train must lie between 0 and --images ({args.images}), got {args.train}")
+    if not 0 < args.batch <= args.train:
+        raise SystemExit(f"--batch must lie between 1 and --train ({args.train}), got {args.batch}")
+
+
 def own_images(adapter: JanusAdapter, per_category: int, guidance: float) -> None:
     examples = shapes_prompts(per_category, 0)
     trajectories = first_images(adapter, examples, 0, guidance)
