@@ -42,10 +42,9 @@ def detected_caption(image) -> str:
     return caption(Scene(tuple(ShapeObject(d.shape, d.color, d.box) for d in found)))
 
 
-def report(name: str, descriptions: list[str], images: list, examples: list) -> None:
+def report(name: str, descriptions: list[str], images: list, examples: list, accepted: list[bool]) -> None:
     true = [(claims := parse_caption(d)) is not None and verify(i, claims).correct for d, i in zip(descriptions, images)]
     compared = [exact_comparison(d, e.metadata) for d, e in zip(descriptions, examples)]
-    accepted = [verify(i, e.metadata).correct for i, e in zip(images, examples)]
     print(f"{name}: descriptions true of the image {np.mean(true):.3f}; exact comparison over them: "
           f"{comparison_figures(compared, accepted, [e.tag for e in examples])}", flush=True)  # fmt: skip
 
@@ -70,8 +69,9 @@ def main() -> None:
     ]
     contexts = [adapter.caption_context(image) for image in drawn]
     held = slice(args.train, None)
+    accepted = [verify(image, example.metadata).correct for image, example in zip(images[held], examples[held])]
     report("step 0 (the self-check's own descriptions)", [t.text(DESCRIPTION) for t in trajectories[held]],
-           images[held], examples[held])  # fmt: skip
+           images[held], examples[held], accepted)  # fmt: skip
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
     rng = np.random.default_rng(0)
@@ -89,7 +89,7 @@ def main() -> None:
                 texts = adapter.sample_text(contexts[held], 32, stop_ids=(eos,),
                                             generator=torch.Generator().manual_seed(0)).texts  # fmt: skip
             model.train()
-            report(f"step {step} (train loss {loss.item():.3f})", texts, images[held], examples[held])
+            report(f"step {step} (train loss {loss.item():.3f})", texts, images[held], examples[held], accepted)
     if args.save:
         print(f"saved to {adapter.save_pretrained(args.save)}")
 

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from own_reading import (  # beside this file
     add_probe_arguments,
+    balanced_accuracy,
     check_probe_arguments,
     describing_adapter,
     exact_comparison,
@@ -73,12 +74,11 @@ def main() -> None:
             p_yes = torch.cat([logits(held[i : i + 60]).float().softmax(-1)[:, 0] for i in range(0, len(held), 60)])
         model.train()
         p, truth, tag = p_yes.numpy(), labels[test], tags[test]
-        balanced = ((p[truth] > 0.5).mean() + (p[~truth] <= 0.5).mean()) / 2
+        balanced = balanced_accuracy(p > 0.5, truth)
         # As the eval reports it: pairs within a category only (what is left once the category's
         # share of accepted images is known).
         pooled, within = (p_yes_auc(p.tolist(), truth.tolist(), strata) for strata in ([None] * len(p), tag.tolist()))
-        follows = compared[test]
-        against_description = ((p[follows] > 0.5).mean() + (p[~follows] <= 0.5).mean()) / 2
+        against_description = balanced_accuracy(p > 0.5, compared[test])
         print(f"step {step}: held-out own images balanced accuracy {balanced:.3f}, AUC {pooled:.3f} "
               f"(within a category {within:.3f}), P(yes) accepted {p[truth].mean():.2f} rejected "
               f"{p[~truth].mean():.2f}; against the exact comparison over the description: balanced "

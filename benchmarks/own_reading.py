@@ -75,10 +75,14 @@ def comparison_figures(compared: list[bool], accepted: list[bool], tags: list[st
     """The exact comparison's Yes/No against the verifier: balanced accuracy pooled, and the AUC
     within a category (the eval's `auc_within_category`), which a verdict that knows only which
     categories the generator fails cannot lift above 0.5."""
-    compared_, accepted_ = np.array(compared), np.array(accepted)
-    balanced = (compared_[accepted_].mean() + (~compared_[~accepted_]).mean()) / 2
-    within = p_yes_auc(compared_.astype(float).tolist(), accepted_.tolist(), tags)
-    return f"balanced accuracy {balanced:.3f}, AUC within a category {within:.3f}"
+    within = p_yes_auc([float(c) for c in compared], list(accepted), tags)
+    return f"balanced accuracy {balanced_accuracy(compared, accepted):.3f}, AUC within a category {within:.3f}"
+
+
+def balanced_accuracy(said_yes, truth) -> float:
+    """The mean of the share of Yes on true cases and of No on false ones (boolean sequences)."""
+    said_yes, truth = np.asarray(said_yes, dtype=bool), np.asarray(truth, dtype=bool)
+    return float((said_yes[truth].mean() + (~said_yes[~truth]).mean()) / 2)
 
 
 def add_probe_arguments(parser: argparse.ArgumentParser, steps: int, batch: int, every: int) -> None:

@@ -77,6 +77,7 @@ class ShapesVerifier(Scorer):
 
     def score(self, trajectories: Sequence[Trajectory]) -> ScoreBatch:
         scores, details = [], []
+        reads_text = self.text is not None or self.scene_of is not None
         for trajectory in trajectories:
             claims = self._claims(trajectory)
             if claims is None:
@@ -90,7 +91,6 @@ class ShapesVerifier(Scorer):
                 details.append({"correct": False, "parsed": False})
                 continue
             scores.append(verdict.score if self.graded else float(verdict.correct))
-            parsed = self.text is not None or self.scene_of is not None
             details.append({"correct": verdict.correct, "clauses_met": verdict.score, "reasons": verdict.reasons}
-                           | ({"parsed": True} if parsed else {}))  # fmt: skip
+                           | ({"parsed": True} if reads_text else {}))  # fmt: skip
         return ScoreBatch(scores, details)
