@@ -241,14 +241,30 @@ def _verdict_accuracy(correct: list[bool], truth: list[bool], tags: list[str], p
     `auc_within_category`: the same over pairs of one category only. On the model's own images the
     classes are unevenly spread over categories (its counting images are mostly wrong), so a
     self-check can raise `auc` by knowing which prompts it fails, without looking at the image;
-    within a category that prior is no help."""
+    within a category that prior is no help.
+
+    Each category's entry then also holds its `auc` and `mean_p_yes` on the images the verifier
+    accepts and on those it rejects (None where a class is absent): a category prior shows there
+    as both means high (or both low) and close together."""
     per_class = [[c for c, t in zip(correct, truth) if t == side] for side in (True, False)]
     balanced = None if not all(per_class) else sum(sum(flags) / len(flags) for flags in per_class) / 2
     out = {**_accuracy(correct, tags), "balanced_accuracy": balanced}
     if p_yes is not None:
         out["auc"] = p_yes_auc(p_yes, truth, [None] * len(truth))
         out["auc_within_category"] = p_yes_auc(p_yes, truth, tags)
+        for tag, figures in out["per_category"].items():
+            rows = [(p, t) for p, t, g in zip(p_yes, truth, tags) if g == tag]
+            figures["auc"] = p_yes_auc([p for p, _ in rows], [t for _, t in rows], [tag] * len(rows))
+            figures["mean_p_yes"] = {
+                side: _mean([p for p, t in rows if t == accepted])
+                for side, accepted in (("accepted", True), ("rejected", False))
+            }
     return out
+
+
+def _mean(values: list) -> float | None:
+    """The mean of numbers (of flags: their rate), None when there are none."""
+    return sum(values) / len(values) if values else None
 
 
 def p_yes_auc(p_yes: list[float], truth: list[bool], strata: list) -> float | None:
@@ -262,10 +278,6 @@ def p_yes_auc(p_yes: list[float], truth: list[bool], strata: list) -> float | No
     return wins / pairs if pairs else None
 
 
-def _rate(flags: list[bool]) -> float | None:
-    return sum(flags) / len(flags) if flags else None
-
-
 def _trajectory_figures(rows: list[dict]) -> dict:
     tags = [row["tag"] for row in rows]
     truth = [row["image_correct"] for row in rows]
@@ -275,11 +287,11 @@ def _trajectory_figures(rows: list[dict]) -> dict:
         "image_accuracy": _accuracy(truth, tags),
         "final_image_accuracy": _accuracy(final, tags),
         "format_rate": {
-            "rate": _rate([row["in_format"] for row in rows]),
+            "rate": _mean([row["in_format"] for row in rows]),
             "n": len(rows),
-            "plan": _rate([row["plan_in_format"] for row in rows]),
-            "verdict": _rate([row["verdict_in_format"] for row in rows]),
-            "reflection": _rate([row["reflection_in_format"] for row in rejected]),  # among parsed Nos
+            "plan": _mean([row["plan_in_format"] for row in rows]),
+            "verdict": _mean([row["verdict_in_format"] for row in rows]),
+            "reflection": _mean([row["reflection_in_format"] for row in rejected]),  # among parsed Nos
             "num_no": len(rejected),
         },
         "verdict_accuracy_own": {
@@ -356,7 +368,7 @@ def _captions(adapter: JanusAdapter, config: ShapesEvalConfig, guidance: Guidanc
     ]
     if not examples:
         return {
-            "caption_accuracy": {**_accuracy([], []), "parsed": _rate([])},
+            "caption_accuracy": {**_accuracy([], []), "parsed": _mean([])},
             **_naming([], [], []),
             "reconstruction": None,
             "caption_reconstruction": None,
@@ -379,7 +391,7 @@ def _captions(adapter: JanusAdapter, config: ShapesEvalConfig, guidance: Guidanc
     )
     tags = [example.tag for example in examples]
     return {
-        "caption_accuracy": {**_accuracy(correct, tags), "parsed": _rate([m is not None for m in parsed])},
+        "caption_accuracy": {**_accuracy(correct, tags), "parsed": _mean([m is not None for m in parsed])},
         **_naming(named, shown, tags),
         "reconstruction": {
             "n": len(similarity),
@@ -389,7 +401,7 @@ def _captions(adapter: JanusAdapter, config: ShapesEvalConfig, guidance: Guidanc
         "caption_reconstruction": {
             "n": len(rendered.scores),
             "mean_similarity": sum(rendered.scores) / len(rendered.scores),
-            "drawn": _rate([d["drawn"] for d in rendered.details]),
+            "drawn": _mean([d["drawn"] for d in rendered.details]),
             "per_category": _per_category(rendered.scores, tags),
         },
     }
