@@ -249,7 +249,7 @@ def test_trajectories_do_not_depend_on_the_batch_size(tiny_adapter, runs):
     for key in ("image_accuracy", "final_image_accuracy", "format_rate", "verdict_accuracy_own"):
         assert _without_mean_p_yes(one_batch[key]) == _without_mean_p_yes(first[key]), key
     # A P(yes) is a float of a batched forward pass: the same to rounding, not to the bit.
-    means = lambda figures: [  # noqa: E731
+    means = lambda figures: [
         value for cell in figures["verdict_accuracy_own"]["p_yes"]["per_category"].values()
         for value in cell["mean_p_yes"].values() if value is not None
     ]  # fmt: skip
