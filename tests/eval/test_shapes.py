@@ -249,11 +249,12 @@ def test_trajectories_do_not_depend_on_the_batch_size(tiny_adapter, runs):
     for key in ("image_accuracy", "final_image_accuracy", "format_rate", "verdict_accuracy_own"):
         assert _without_mean_p_yes(one_batch[key]) == _without_mean_p_yes(first[key]), key
     # A P(yes) is a float of a batched forward pass: the same to rounding, not to the bit.
-    means = lambda figures: [
-        value for cell in figures["verdict_accuracy_own"]["p_yes"]["per_category"].values()
-        for value in cell["mean_p_yes"].values() if value is not None
-    ]  # fmt: skip
-    assert means(first) and means(one_batch) == pytest.approx(means(first), abs=1e-6)
+    assert _mean_p_yes(first) and _mean_p_yes(one_batch) == pytest.approx(_mean_p_yes(first), abs=1e-6)
+
+
+def _mean_p_yes(figures) -> list[float]:
+    cells = figures["verdict_accuracy_own"]["p_yes"]["per_category"].values()
+    return [value for cell in cells for value in cell["mean_p_yes"].values() if value is not None]
 
 
 def _without_mean_p_yes(figures):
