@@ -217,11 +217,16 @@ def _trajectory_row(example, trajectory: Trajectory) -> dict:
     }
 
 
+def _mean(values: list) -> float | None:
+    """The mean of numbers (of flags: their rate), None when there are none."""
+    return sum(values) / len(values) if values else None
+
+
 def _accuracy(correct: list[bool], tags: list[str]) -> dict:
     """`{"n", "correct", "accuracy", "per_category"}` of parallel per-item flags and categories."""
 
     def summary(flags: list[bool]) -> dict:
-        return {"n": len(flags), "correct": sum(flags), "accuracy": sum(flags) / len(flags) if flags else None}
+        return {"n": len(flags), "correct": sum(flags), "accuracy": _mean(flags)}
 
     return {
         **summary(correct),
@@ -247,7 +252,7 @@ def _verdict_accuracy(correct: list[bool], truth: list[bool], tags: list[str], p
     accepts and on those it rejects (None where a class is absent): a category prior shows there
     as both means high (or both low) and close together."""
     per_class = [[c for c, t in zip(correct, truth) if t == side] for side in (True, False)]
-    balanced = None if not all(per_class) else sum(sum(flags) / len(flags) for flags in per_class) / 2
+    balanced = None if not all(per_class) else sum(_mean(flags) for flags in per_class) / 2
     out = {**_accuracy(correct, tags), "balanced_accuracy": balanced}
     if p_yes is not None:
         out["auc"] = p_yes_auc(p_yes, truth, [None] * len(truth))
@@ -260,11 +265,6 @@ def _verdict_accuracy(correct: list[bool], truth: list[bool], tags: list[str], p
                 for side, accepted in (("accepted", True), ("rejected", False))
             }
     return out
-
-
-def _mean(values: list) -> float | None:
-    """The mean of numbers (of flags: their rate), None when there are none."""
-    return sum(values) / len(values) if values else None
 
 
 def p_yes_auc(p_yes: list[float], truth: list[bool], strata: list) -> float | None:
