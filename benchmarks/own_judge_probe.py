@@ -11,7 +11,9 @@ GenEval category (the eval's `auc_within_category`: pairs of one category only).
 (`own_reading.exact_comparison`: what the description, taken at its word, says of the prompt) and
 also prints the held-out balanced accuracy against it: can the answer learn to follow its own
 description? `--balance tag` weighs each (category, class) cell equally, so that knowing which
-categories the generator fails earns nothing.
+categories the generator fails earns nothing. `--objective pg` trains the answer as RL does
+instead (`--draws` answers drawn per image, reward 1 when right, advantage the reward minus its
+group's mean): how much of what supervision teaches the policy gradient reaches, and how steadily.
 
     python benchmarks/own_judge_probe.py --model runs/shapes/checkpoints/sft
 """
@@ -44,6 +46,10 @@ def main() -> None:
     add_probe_arguments(parser, steps=150, batch=32, every=25)
     parser.add_argument("--label", choices=["verifier", "compared"], default="verifier", help="what the answer is trained towards")
     parser.add_argument("--balance", choices=["class", "tag"], default="class", help="equal weight per class, or per (category, class)")
+    parser.add_argument("--objective", choices=["ce", "pg"], default="ce",
+                        help="ce: the answer's cross-entropy; pg: the policy gradient RL gives it (--draws answers "
+                             "drawn per image, reward 1 when right, advantage the reward minus its group's mean)")
+    parser.add_argument("--draws", type=int, default=4, help="with --objective pg: answers drawn per image (a group)")
     args = parser.parse_args()
     check_probe_arguments(args)
     torch.manual_seed(0)
@@ -85,6 +91,7 @@ def main() -> None:
               f"{against_description:.3f}", flush=True)  # fmt: skip
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
+    draw_rng = torch.Generator().manual_seed(0)
     rng = np.random.default_rng(0)
     # Each class weighs half of the loss (of each category's, with --balance tag; a category whose
     # examples are all of one class weighs nothing): an answer that ignores the image (or knows
@@ -96,7 +103,15 @@ def main() -> None:
         rows = rng.choice(args.train, size=args.batch, replace=False)
         target = torch.tensor([0 if targets[r] else 1 for r in rows])
         weight = torch.tensor(row_weight[rows], dtype=torch.float32)
-        losses = torch.nn.functional.cross_entropy(logits([contexts[r] for r in rows]).float(), target, reduction="none")
+        scores = logits([contexts[r] for r in rows]).float()
+        if args.objective == "ce":
+            losses = torch.nn.functional.cross_entropy(scores, target, reduction="none")
+        else:
+            logp = scores.log_softmax(-1)
+            drawn = torch.multinomial(logp.exp().detach(), args.draws, replacement=True, generator=draw_rng)
+            reward = (drawn == target[:, None]).float()
+            advantage = reward - reward.mean(-1, keepdim=True)
+            losses = -(advantage * logp.gather(1, drawn)).mean(-1)
         loss = (losses * weight).sum() / weight.sum().clamp_min(1e-12)
         optimizer.zero_grad()
         loss.backward()

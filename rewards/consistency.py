@@ -28,6 +28,10 @@ answer to everything, and the policy gradient drives it there (the shapes recipe
   are all of one class weighs 0, since all it can teach is its prompt's prior. What differs
   between images of the same prompt is then the only thing that pays: for an answer that ignores
   the image the expected policy-gradient push is exactly zero in every group.
+- `tag`: the frequencies within each prompt category (`metadata["tag"]`, the GenEval category of
+  a shapes prompt); a category whose images are all of one class weighs 0. Knowing which
+  categories the policy fails earns nothing, while one image can make a group (the self_check
+  program judging the policy's own images: one image, several drawn answers).
 
 Either needs a yes/no judge (scores 0 or 1) and a term whose advantages are not divided by the
 group's std (`scale_rewards: batch` or `none` on the term): the std of a group is computed from
@@ -49,7 +53,7 @@ SELF_SOURCES = ("p_yes", "verdict", "answer")
 # The answer token is drawn among " Yes"/" No"; a reason, if any, follows it with no separator of
 # its own (" Yes" + "w" decodes to " Yesw"): the answer is the prefix, not a word.
 _ANSWER = re.compile(r"\s*(Yes|No)")
-BALANCE_SCOPES = ("none", "batch", "group")
+BALANCE_SCOPES = ("none", "batch", "group", "tag")
 
 
 @register_scorer("self_consistency")
@@ -65,7 +69,8 @@ class SelfConsistency(Scorer):
             None (default) makes such a verdict an error.
         balance_classes: "none", or weight each score by n / (k * n_c), n_c the number of samples
             of its image's class among the n of its scope ("batch": all scored; "group": its
-            prompt's group, where k = 1 weighs 0), k the number of classes there (module doc).
+            prompt's group, "tag": its prompt's category, where k = 1 weighs 0), k the number of
+            classes there (module doc).
     """
 
     nested_scorers = ("judge",)
@@ -145,8 +150,19 @@ class SelfConsistency(Scorer):
                 f"self_consistency: balance_classes needs a yes/no judge (scores 0 or 1); judge {self.judge!r} "
                 f"gave graded scores for {graded}"
             )
-        scopes = [t.group for t in trajectories] if self.balance_classes == "group" else [None] * len(trajectories)
-        return class_balance_weights(scopes, judge_scores, one_class_weighs_zero=self.balance_classes == "group")
+        if self.balance_classes == "group":
+            scopes = [t.group for t in trajectories]
+        elif self.balance_classes == "tag":
+            untagged = [t.id for t in trajectories if t.metadata.get("tag") is None]
+            if untagged:
+                raise ValueError(
+                    f"self_consistency: balance_classes 'tag' needs metadata['tag'] (the prompt's category); "
+                    f"trajectories {untagged} have none"
+                )
+            scopes = [t.metadata["tag"] for t in trajectories]
+        else:
+            scopes = [None] * len(trajectories)
+        return class_balance_weights(scopes, judge_scores, one_class_weighs_zero=self.balance_classes != "batch")
 
 
 def class_balance_weights(scopes: Sequence, labels: Sequence, one_class_weighs_zero: bool) -> list[float]:

@@ -29,6 +29,7 @@ from coevolve.config.lora import LoraConfig
 from coevolve.learner.losses import LossConfig
 from coevolve.model.guidance import CFGMode
 from coevolve.rollout.config import RolloutConfig
+from coevolve.rollout.items import drawn_program
 from rewards.config import RewardConfig
 
 RESUME = ("auto", "never")
@@ -202,6 +203,33 @@ class RLConfig:
                         f"{where}.segments: no reward term of its programs trains {segment!r} "
                         f"(trained: {sorted(trained)})"
                     )
+        for name, program in self.programs.items():
+            if (source := drawn_program(program.rollout.source)) is not None:
+                self._check_drawn_source(name, program, source)
+
+    def _check_drawn_source(self, name: str, program: ProgramConfig, source: str) -> None:
+        """A `program:SOURCE` stream judges the first images SOURCE drew earlier in the same step."""
+        where = f"rl.programs.{name}.rollout.source ({program.rollout.source})"
+        if program.rollout.program != "self_check":
+            raise ValueError(f"{where}: another program's images are judged by the self_check program only, "
+                             f"not {program.rollout.program!r}")  # fmt: skip
+        names = list(self.programs)
+        if source not in self.programs or names.index(source) >= names.index(name):
+            raise ValueError(f"{where}: name a program listed before {name!r} under rl.programs (listed: {names})")
+        drawing = self.programs[source].rollout
+        if drawing.program != "introspective_t2i":
+            raise ValueError(f"{where}: {source!r} is a {drawing.program} program; its first images come from "
+                             "introspective_t2i")  # fmt: skip
+        for index, stage in enumerate(self.stages):
+            if stage.samples(name) and not stage.samples(source):
+                raise ValueError(f"rl.stages[{index}] ({stage.name}).programs: samples {name!r} but not {source!r}, "
+                                 "whose images it judges")  # fmt: skip
+        available = drawing.num_prompts * drawing.num_generations
+        if program.rollout.num_prompts > available:
+            raise ValueError(
+                f"rl.programs.{name}.rollout.num_prompts={program.rollout.num_prompts}: {source!r} draws "
+                f"{available} first images a step ({drawing.num_prompts} prompts x {drawing.num_generations})"
+            )
 
     def weight_sync_backend(self) -> str:
         """The collective's backend: "nccl" when the learner and every rollout worker hold a GPU, "gloo"

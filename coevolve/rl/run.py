@@ -51,7 +51,7 @@ from coevolve.rl.config import ProgramConfig, RLConfig
 from coevolve.rl.weight_sync import build_weight_sync
 from coevolve.rollout.cluster import Demand, connect
 from coevolve.rollout.driver import RolloutDriver, demand
-from coevolve.rollout.items import load_items, shapes_items
+from coevolve.rollout.items import drawn_image_items, drawn_program, load_items, placeholder_image_items, shapes_items
 from coevolve.rollout.programs import RolloutItem
 from coevolve.traces.record import trace_row
 from coevolve.traces.store import TraceWriter
@@ -67,24 +67,31 @@ class ItemStream:
     """The prompts of each step: `rollout.num_prompts` items, a pure function of (seed, step).
 
     The shapes world gives fresh seeded examples every step (example index step * n + i); a file
-    source is read once and cycled through in order."""
+    source is read once and cycled through in order; `program:NAME` takes the first images program
+    NAME drew in the same step (`drawn`: the step's trajectories by program), so it too is a pure
+    function of (seed, step)."""
 
     def __init__(self, name: str, program: ProgramConfig, seed: int):
         self.name, self.rollout, self.seed = name, program.rollout, seed
         self.pool: list[RolloutItem] | None = None
-        if self.rollout.source != "shapes":
+        self.drawn_by = drawn_program(self.rollout.source)
+        if self.rollout.source != "shapes" and self.drawn_by is None:
             self.pool = load_items(self.rollout.source, self.rollout.program, 10**9, seed)
             if not self.pool:
                 raise ValueError(f"rl.programs.{name}.rollout.source: {self.rollout.source} holds no prompts")
 
-    def at(self, step: int) -> list[RolloutItem]:
+    def at(self, step: int, drawn: dict[str, list] | None = None) -> list[RolloutItem]:
         n = self.rollout.num_prompts
-        if self.pool is None:
+        if self.drawn_by is not None:
+            if drawn is None or self.drawn_by not in drawn:
+                raise ValueError(f"rl.programs.{self.name}: step {step} has no trajectories of {self.drawn_by!r} yet")
+            items = drawn_image_items(drawn[self.drawn_by], n)
+        elif self.pool is None:
             items = shapes_items(self.rollout.program, n, self.seed, start=step * n)
         else:
             items = [self.pool[(step * n + i) % len(self.pool)] for i in range(n)]
         # Ids name the groups and seed the rows: unique in the batch, stable across runs.
-        return [RolloutItem(f"{self.name}-{step}-{i}", it.prompt, dict(it.metadata), it.image)
+        return [RolloutItem(f"{self.name}-{step}-{i}", it.prompt, dict(it.metadata), it.image, it.group)
                 for i, it in enumerate(items)]  # fmt: skip
 
 
@@ -217,7 +224,11 @@ def run_rl(config: Config, run_dir: Path) -> dict:
         ray.get(learner.ping.remote())
         nodes = placement(learner, drivers)
         for name, driver in drivers.items():
-            driver.check(streams[name].at(start_step))
+            stream = streams[name]
+            if stream.drawn_by is None:
+                driver.check(stream.at(start_step))
+            else:  # no images before the program it judges draws: its prompts, on blank images
+                driver.check(placeholder_image_items(streams[stream.drawn_by].at(start_step)))
         sync = build_weight_sync(rl, learner, drivers)
         sync.start()
         if start_step:
@@ -245,11 +256,13 @@ def run_rl(config: Config, run_dir: Path) -> dict:
             row: dict = {"step": step + 1, "stage": stage.name}
             samples, batches = [], []
             versions = []
+            drawn: dict[str, list] = {}
             for name, program in rl.programs.items():
                 if not stage.samples(name):
                     continue
                 t0 = time.perf_counter()
-                trajectories = drivers[name].generate(streams[name].at(step), step)
+                trajectories = drivers[name].generate(streams[name].at(step, drawn), step)
+                drawn[name] = trajectories
                 row[f"timing/{name}/rollout_s"] = time.perf_counter() - t0
                 for phase, seconds in drivers[name].timings.items():
                     row[f"timing/{name}/phase/{phase}_s"] = seconds

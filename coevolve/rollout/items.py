@@ -9,6 +9,9 @@
 - a `.txt` file (introspective_t2i): one prompt per line.
 - any other path: a data source in the record schema (`coevolve/data/records.py`: prompt + image),
   read and decoded by `load_records`, so an unreadable image fails with file, row and field named.
+- `program:NAME` (`coevolve rl` only, self_check): the first images another program of the same
+  RL step drew, each with its prompt and metadata (`drawn_image_items`), so the self-check is
+  trained on what the policy draws now rather than on renders.
 
 Item ids are `p0000`, `p0001`, ... in order. Empty prompts are refused here with the line named;
 prompts too long for the model are refused by the program's `check` (it knows the budgets).
@@ -16,12 +19,43 @@ prompts too long for the model are refused by the program's `check` (it knows th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+
+from PIL import Image
 
 from coevolve.data.records import load_records
 from coevolve.data.shapes import TAGS, derive_seed, sample_example
 from coevolve.rollout.programs import RolloutItem
+from coevolve.trajectory import IMAGE, Trajectory
 from rewards.shapes_verifier import GENEVAL
+
+PROGRAM_SOURCE = "program:"
+"""`rollout.source` prefix naming the RL program whose first images a self_check program judges."""
+
+
+def drawn_program(source: str) -> str | None:
+    """The program a `program:NAME` source names, else None."""
+    return source[len(PROGRAM_SOURCE) :] if source.startswith(PROGRAM_SOURCE) else None
+
+
+def drawn_image_items(trajectories: Sequence[Trajectory], num: int) -> list[RolloutItem]:
+    """The first `num` of `trajectories`' first images (segment `image`) as self-check items: the
+    trajectory's prompt and metadata, the image to judge; ids are the trajectories', and so is the
+    group (the images of one prompt judged side by side)."""
+    drawn = [t for t in trajectories if t.has(IMAGE)]
+    if len(drawn) < num:
+        raise ValueError(
+            f"{len(trajectories)} trajectories hold {len(drawn)} first images, fewer than the {num} asked for"
+        )
+    return [RolloutItem(t.id, t.prompt, dict(t.metadata), t.image(IMAGE), group=t.group) for t in drawn[:num]]
+
+
+def placeholder_image_items(items: Sequence[RolloutItem]) -> list[RolloutItem]:
+    """`items` with a blank image each: what a `program:NAME` stream's items look like before the
+    program has drawn anything, for the checks that run before the first rollout (prompt room)."""
+    blank = Image.new("RGB", (64, 64), (128, 128, 128))  # any size: the processor resizes it
+    return [RolloutItem(item.id, item.prompt, dict(item.metadata), blank) for item in items]
 
 
 def _id(index: int) -> str:
@@ -55,6 +89,11 @@ def load_items(source: str, program: str, num: int, seed: int) -> list[RolloutIt
     """`num` items of `source` ("shapes" or a path) for `program`; see the module docstring."""
     if source == "shapes":
         return shapes_items(program, num, seed)
+    if drawn_program(source) is not None:
+        raise ValueError(
+            f"rollout.source={source}: the images another program draws in the same step exist only in "
+            "coevolve rl (rl.programs.NAME.rollout.source)"
+        )
     path = Path(source)
     if not path.exists():
         raise FileNotFoundError(f"rollout.source: {path} does not exist")

@@ -84,12 +84,15 @@ REGEN_VERDICT = "regen_verdict"
 @dataclass
 class RolloutItem:
     """One prompt (T2I) or source image (reconstruction) of a batch. `id` must be unique in a batch
-    and stable across runs: it names the group and seeds the rows."""
+    and stable across runs: it seeds the rows and names their group, unless `group` names it (a
+    self-check of the images one prompt drew: one group per prompt, so its advantages compare
+    answers on images of the same prompt)."""
 
     id: str
     prompt: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
     image: Image.Image | None = None
+    group: str | None = None
 
 
 def description_name(verdict_name: str) -> str:
@@ -701,7 +704,7 @@ class SelfCheck(Program):
         trajectories = [
             Trajectory(
                 id=f"{item.id}/{r % n}",
-                group=item.id,
+                group=item.group or item.id,
                 prompt=item.prompt,
                 program=self.name,
                 segments=self_check_segments(judgement, verdicts, r, VERDICT),

@@ -155,6 +155,58 @@ def test_a_self_check_program_trains_its_description_and_verdict_only():
         RolloutConfig(answer_only=True)
 
 
+def test_a_self_check_of_another_programs_images_names_a_program_drawn_before_it_in_every_stage():
+    from coevolve.rl.config import ProgramConfig, RLConfig, StageConfig
+    from coevolve.rollout.config import RolloutConfig
+    from rewards.config import RewardConfig, TermConfig
+
+    def term(segment):
+        scorer = {
+            "name": "self_consistency",
+            "self_source": "answer",
+            "judge": {"name": "shapes_verifier", "segment": "source"},
+        }
+        return RewardConfig(terms={"t": TermConfig(scorer=scorer, segments=[segment])})
+
+    def rl(
+        source="program:drawing",
+        judging="self_check",
+        drawing="introspective_t2i",
+        num_prompts=8,
+        order=("drawing", "judging"),
+        stage_programs=None,
+    ):
+        segment = {"introspective_t2i": "plan", "reconstruction": "caption", "self_check": "verdict"}
+        programs = {
+            "drawing": ProgramConfig(
+                RolloutConfig(program=drawing, num_prompts=2, num_generations=4), term(segment[drawing])
+            ),
+            "judging": ProgramConfig(
+                RolloutConfig(program=judging, source=source, num_prompts=num_prompts), term(segment[judging])
+            ),
+        }
+        stages = [StageConfig(name="a", steps=1, programs=stage_programs)]
+        config = RLConfig(programs={name: programs[name] for name in order}, stages=stages)
+        config.check()
+        return config
+
+    rl()  # 2 prompts x 4 first images a step: 8 to judge
+    source = r"rl.programs.judging.rollout.source \(program:\w+\): "
+    listed_before = source + r"name a program listed before 'judging' under rl.programs"
+    bad = [
+        ({"order": ("judging", "drawing")}, listed_before + r" \(listed: \['judging', 'drawing'\]\)"),
+        ({"source": "program:drawn"}, listed_before),
+        ({"source": "program:judging"}, listed_before),
+        ({"drawing": "reconstruction"}, source + "'drawing' is a reconstruction program; its first images come from"),
+        ({"judging": "reconstruction"}, source + "another program's images are judged by the self_check program only"),
+        ({"stage_programs": ["judging"]}, r"rl.stages\[0\] \(a\).programs: samples 'judging' but not 'drawing'"),
+        ({"num_prompts": 9}, r"judging.rollout.num_prompts=9: 'drawing' draws 8 first images a step \(2 prompts x 4\)"),
+    ]
+    for kwargs, message in bad:
+        with pytest.raises(ValueError, match=message):
+            rl(**kwargs)
+
+
 def test_an_sft_phase_may_reweigh_some_segments_and_keeps_the_rest():
     phases = "sft.phases=[{name: a, max_steps: 1}, {name: b, max_steps: 1, loss_weights: {verdict_answer: 20.0}}]"
     config = to_typed(compose_config(["recipe=shapes", phases]))

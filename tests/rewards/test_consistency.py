@@ -170,8 +170,27 @@ def test_a_constant_self_check_gets_no_net_push_when_balanced_and_batch_scaled()
 
 def test_balance_classes_names_its_scopes():
     for bad in (True, "prompt"):
-        with pytest.raises(ValueError, match=r"balance_classes must be one of \('none', 'batch', 'group'\)"):
+        with pytest.raises(ValueError, match=r"balance_classes must be one of \('none', 'batch', 'group', 'tag'\)"):
             SelfConsistency(judge={"name": "shapes_verifier"}, balance_classes=bad)
+
+
+def test_tag_balanced_classes_weigh_within_each_category_and_drop_one_class_categories():
+    """Scope `tag`: class frequencies within each prompt category, whatever the groups."""
+    by_tag = {}
+    for e in EXAMPLES:
+        by_tag.setdefault(e.tag, {}).setdefault(e.satisfies, []).append(e)
+    counting, colors = by_tag["counting"], by_tag["colors"]
+    # counting: 1 matching, 3 violating images (each its own group); colors: 2 violating images only
+    chosen = counting[True][:1] + counting[False][:3] + colors[False][:2]
+    trajectories = [_trajectory(e, i, False, 0.5) for i, e in enumerate(chosen)]
+    for t, e in zip(trajectories, chosen):
+        t.metadata["tag"] = e.tag
+    scorer = SelfConsistency(judge={"name": "shapes_verifier"}, self_source="verdict", balance_classes="tag")
+    details = scorer.score(trajectories).details
+    assert [d["weight"] for d in details] == pytest.approx([2.0] + [2 / 3] * 3 + [0.0] * 2)
+    del trajectories[4].metadata["tag"]
+    with pytest.raises(ValueError, match=r"balance_classes 'tag' needs metadata\['tag'\].*\['case4/no'\]"):
+        scorer.score(trajectories)
 
 
 def _mixed_and_violating_groups(answers: list[bool]) -> list[Trajectory]:

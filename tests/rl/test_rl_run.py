@@ -109,6 +109,44 @@ def test_a_run_stopped_after_step_2_resumes_to_the_same_weights_and_metrics(fini
     assert [same(row) for row in traces.table([3]).to_pylist()] == [same(row) for row in straight_rows]
 
 
+def test_a_self_check_program_judges_the_first_images_the_introspective_program_drew_that_step(
+    tmp_path, sft_checkpoint, config
+):
+    from PIL import Image, ImageChops
+
+    from coevolve.rl.config import ProgramConfig
+    from coevolve.rollout.config import RolloutConfig
+    from rewards.config import RewardConfig, TermConfig
+
+    run_dir = tmp_path / "run"
+    one_program = ["rl.stages=[{name: coevolve, steps: 2}]", "~rl.programs.reconstruction"]
+    typed = config(run_dir, sft_checkpoint, extra=one_program)
+    scorer = {"name": "self_consistency", "self_source": "answer", "balance_classes": "group",
+              "judge": {"name": "shapes_verifier", "segment": "source"}}  # fmt: skip
+    typed.rl.programs["own_check"] = ProgramConfig(
+        RolloutConfig(program="self_check", source="program:introspective", answer_only=True, num_prompts=4,
+                      num_generations=2, num_workers=1, max_caption_tokens=6),
+        RewardConfig(terms={"agree": TermConfig(scorer=scorer, segments=["verdict"], scale_rewards="none")}),
+    )  # fmt: skip
+    run_rl(typed, run_dir)
+    traces = TraceStore.open(run_dir / "rl" / "traces")
+    for step in (1, 2):
+        rows_of = {}
+        for row in traces.table([step]).to_pylist():
+            rows_of.setdefault(row["program"], []).append(row)
+        drawn, checks = rows_of["introspective_t2i"], rows_of["self_check"]
+        # 2 prompts x 2 first images, each judged twice; one group per prompt, as the images'
+        assert len(drawn) == 4 and len(checks) == 8
+        assert [row["group"] for row in checks] == [row["group"] for row in drawn for _ in range(2)]
+        for i, row in enumerate(checks):
+            assert row["id"] == f"own_check-{step - 1}-{i // 2}/{i % 2}" and row["verdict"] in (" Yes", " No")
+            judged = Image.open(traces.root / row["source_image_path"]).convert("RGB")
+            drew = Image.open(traces.root / drawn[i // 2]["image_path"]).convert("RGB")
+            assert ImageChops.difference(judged, drew).getbbox() is None  # the same pixels
+            assert row["trained_segments"] == ["verdict"] and row["prompt"] == drawn[i // 2]["prompt"]
+    assert all("own_check/reward/agree/mean" in row for row in rows(run_dir))
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

@@ -9,7 +9,7 @@ import torch
 
 from coevolve.model.guidance import Guidance
 from coevolve.model.sampling import Sampling
-from coevolve.rollout.items import shapes_items
+from coevolve.rollout.items import drawn_image_items, load_items, shapes_items
 from coevolve.data.shapes import verify
 from coevolve.rollout.programs import IntrospectiveT2I, Reconstruction, RolloutItem, SelfCheck, continued_context
 from rewards.consistency import SelfConsistency
@@ -150,3 +150,23 @@ def test_self_check_names_an_item_without_an_image(sft_adapter):
     batch[1].image = None
     with pytest.raises(ValueError, match="self_check: item 'p0001' has no image to judge"):
         SelfCheck(sft_adapter)(batch)
+
+
+def test_a_self_check_of_drawn_images_judges_each_first_image_in_its_prompts_group(sft_adapter):
+    """`drawn_image_items`: the first images an introspective batch drew, with their prompts and
+    metadata, become self-check items; the self-checks of one prompt's images form one group."""
+    drawn = IntrospectiveT2I(sft_adapter, seed=0, num_generations=2, regenerate="never", **SMALL)(items(2))
+    sources = drawn_image_items(drawn, 3)
+    assert [item.id for item in sources] == ["p0000/0", "p0000/1", "p0001/0"]
+    assert [item.group for item in sources] == ["p0000", "p0000", "p0001"]
+    for item, t in zip(sources, drawn):
+        assert item.image is t.image("image") and item.prompt == t.prompt and item.metadata == t.metadata
+    checks = SelfCheck(sft_adapter, seed=0, num_generations=2, max_verdict_tokens=6, max_caption_tokens=12,
+                       answer_only=True)(sources)  # fmt: skip
+    assert [t.group for t in checks] == ["p0000"] * 4 + ["p0001"] * 2
+    assert [t.id for t in checks] == ["p0000/0/0", "p0000/0/1", "p0000/1/0", "p0000/1/1", "p0001/0/0", "p0001/0/1"]
+    assert all(t.source_image is sources[i // 2].image for i, t in enumerate(checks))
+    with pytest.raises(ValueError, match="4 trajectories hold 4 first images, fewer than the 5 asked for"):
+        drawn_image_items(drawn, 5)
+    with pytest.raises(ValueError, match=r"rollout.source=program:introspective: .* only in coevolve rl"):
+        load_items("program:introspective", "self_check", 4, seed=0)
