@@ -30,10 +30,10 @@ answer to everything, and the policy gradient drives it there (the shapes recipe
   the image the expected policy-gradient push is exactly zero in every group.
 - `tag`: the frequencies within each prompt category (`metadata["tag"]`, the GenEval category of
   a shapes prompt); a category whose images are all of one class weighs 0. Knowing which
-  categories the policy fails earns nothing, while one image can make a group (the self_check
-  program judging the policy's own images: one image, several drawn answers).
+  categories the policy fails earns nothing; unlike `group`, knowing which prompts of a category
+  it fails still pays, and a prompt whose images are all of one class still teaches.
 
-Either needs a yes/no judge (scores 0 or 1) and a term whose advantages are not divided by the
+Each needs a yes/no judge (scores 0 or 1) and a term whose advantages are not divided by the
 group's std (`scale_rewards: batch` or `none` on the term): the std of a group is computed from
 the sampled answers, so dividing by it brings back a push towards the group's majority answer.
 """
