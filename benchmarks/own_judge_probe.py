@@ -52,6 +52,8 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=4, help="with --objective pg: answers drawn per image (a group)")
     args = parser.parse_args()
     check_probe_arguments(args)
+    if args.draws < 1:
+        raise SystemExit(f"--draws must be at least 1, got {args.draws}")
     torch.manual_seed(0)
     adapter = describing_adapter(args.model)
     model = adapter.model
