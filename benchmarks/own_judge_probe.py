@@ -14,6 +14,9 @@ description? `--balance tag` weighs each (category, class) cell equally, so that
 categories the generator fails earns nothing. `--objective pg` trains the answer as RL does
 instead (`--draws` answers drawn per image, reward 1 when right, advantage the reward minus its
 group's mean): how much of what supervision teaches the policy gradient reaches, and how steadily.
+`--objective expected` trains it by the exact policy gradient instead: the expected reward over
+both answers (reward 1 when right), whose gradient is what `pg` estimates by drawing, without
+the draws' noise.
 
     python benchmarks/own_judge_probe.py --model runs/shapes/checkpoints/sft
 """
@@ -46,9 +49,10 @@ def main() -> None:
     add_probe_arguments(parser, steps=150, batch=32, every=25)
     parser.add_argument("--label", choices=["verifier", "compared"], default="verifier", help="what the answer is trained towards")
     parser.add_argument("--balance", choices=["class", "tag"], default="class", help="equal weight per class, or per (category, class)")
-    parser.add_argument("--objective", choices=["ce", "pg"], default="ce",
+    parser.add_argument("--objective", choices=["ce", "pg", "expected"], default="ce",
                         help="ce: the answer's cross-entropy; pg: the policy gradient RL gives it (--draws answers "
-                             "drawn per image, reward 1 when right, advantage the reward minus its group's mean)")
+                             "drawn per image, reward 1 when right, advantage the reward minus its group's mean); "
+                             "expected: the exact policy gradient (the expected reward over both answers)")
     parser.add_argument("--draws", type=int, default=4, help="with --objective pg: answers drawn per image (a group)")
     args = parser.parse_args()
     check_probe_arguments(args)
@@ -108,6 +112,8 @@ def main() -> None:
         scores = logits([contexts[r] for r in rows]).float()
         if args.objective == "ce":
             losses = torch.nn.functional.cross_entropy(scores, target, reduction="none")
+        elif args.objective == "expected":
+            losses = -scores.softmax(-1).gather(1, target[:, None]).squeeze(1)
         else:
             logp = scores.log_softmax(-1)
             drawn = torch.multinomial(logp.exp().detach(), args.draws, replacement=True, generator=draw_rng)

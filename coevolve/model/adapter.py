@@ -42,6 +42,7 @@ class Judgement:
     answers: list[str] | None = None  # the drawn answer per image, when a reason was asked for
     answer_ids: list[list[int]] | None = None  # its token ids (the first one drawn, any others forced)
     answer_logprobs: torch.Tensor | None = None  # (B,) log-prob of the drawn first token, constrained to the pair
+    choice_ids: tuple[list[int], list[int]] | None = None  # the token ids of either answer (Yes, No)
     reasons: TextSample | None = None  # the reason sampled after each drawn answer
     descriptions: TextSample | None = None  # with a describing self-check: each image's description
 
@@ -351,6 +352,7 @@ class JanusAdapter:
             answers=[answers[int(d)] for d in drawn],
             answer_ids=replies,
             answer_logprobs=drawn_logprobs.float().cpu(),
+            choice_ids=(yes_ids, no_ids),
             reasons=reasons,
             descriptions=descriptions,
         )

@@ -168,6 +168,8 @@ class RLConfig:
             )
         if not program.reward.terms:
             raise ValueError(f"{where}.reward.terms is empty: nothing would train this program's trajectories")
+        if program.rollout.enumerate_answers:
+            self._check_enumerated_answers(where)
         writes = PROGRAM_SEGMENTS[program.rollout.program]
         if not program.rollout.redraw:
             writes = tuple(segment for segment in writes if segment != "image")
@@ -178,6 +180,22 @@ class RLConfig:
                         f"{where}.reward.terms.{term_name}.segments: the {program.rollout.program} program writes "
                         f"no segment {segment!r} (it writes {list(writes)})"
                     )
+
+    def _check_enumerated_answers(self, where: str) -> None:
+        """Enumerated answers are weighed by their probability through the IS correction alone
+        (`SelfCheck`): without it, or with bounds that move a weight below 1, each answer would
+        count as if drawn and the gradient would no longer be the policy's."""
+        loss, key = self.learner.loss, "rl.learner.loss.importance_sampling"
+        if not loss.importance_sampling_correction:
+            raise ValueError(f"{where}.rollout.enumerate_answers=true needs {key}_correction=true: it weighs each "
+                             "enumerated answer by its probability")  # fmt: skip
+        if loss.importance_sampling_clip_min:
+            raise ValueError(f"{where}.rollout.enumerate_answers=true needs {key}_clip_min=null: an answer's weight "
+                             f"is its probability, which {loss.importance_sampling_clip_min} would "
+                             f"{'raise' if loss.importance_sampling_mode.endswith('truncate') else 'zero'} below it")  # fmt: skip
+        if loss.importance_sampling_clip_max is not None and loss.importance_sampling_clip_max < 1:
+            raise ValueError(f"{where}.rollout.enumerate_answers=true needs {key}_clip_max >= 1 (or null): an "
+                             f"answer's weight is its probability, up to 1, got {loss.importance_sampling_clip_max}")  # fmt: skip
 
     def check(self) -> None:
         """Checks needing the whole group (run before any actor starts)."""

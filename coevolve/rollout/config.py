@@ -58,6 +58,11 @@ class RolloutConfig:
     # self_consistency's `self_source: answer`): a term on it trains the decision alone, whose
     # advantage a dozen reason tokens would otherwise share.
     answer_only: bool = False
+    # self_check with answer_only: each description is followed by both answers, two trajectories
+    # taken with probability 1, instead of one drawn answer; under `coevolve rl` the learner's IS
+    # correction weighs each by its probability, which makes the policy gradient the exact
+    # expectation over the answer (programs.py, `SelfCheck`).
+    enumerate_answers: bool = False
     # Who draws the text segments (plan, verdict reason, reflection, caption): "native" (coevolve's
     # sampler, coevolve/model/sampler.py) or "vllm" (coevolve/model/vllm_text.py: a vLLM engine in
     # each rollout worker serving the trunk + LM head, refreshed after every weight update; the
@@ -91,6 +96,9 @@ class RolloutConfig:
             raise ValueError(f"rollout.redraw=false applies to the reconstruction program only, not {self.program!r}")
         if self.answer_only and self.program != "self_check":
             raise ValueError(f"rollout.answer_only=true applies to the self_check program only, not {self.program!r}")
+        if self.enumerate_answers and not self.answer_only:
+            raise ValueError("rollout.enumerate_answers=true needs rollout.answer_only=true: both answers follow the "
+                             "description, and a reason follows a drawn answer only")  # fmt: skip
         for key in (
             "num_generations",
             "max_rounds",
@@ -126,6 +134,11 @@ class RolloutConfig:
             raise ValueError(f"rollout: {error}") from None
 
     @property
+    def trajectories_per_item(self) -> int:
+        """`num_generations` drawn trajectories per item; both answers of each with `enumerate_answers`."""
+        return self.num_generations * (2 if self.enumerate_answers else 1)
+
+    @property
     def sampling(self) -> Sampling:
         return Sampling(self.temperature, self.top_k, self.top_p)
 
@@ -141,6 +154,7 @@ class RolloutConfig:
                 "max_verdict_tokens": self.max_verdict_tokens,
                 "max_caption_tokens": self.max_caption_tokens,
                 "answer_only": self.answer_only,
+                "enumerate_answers": self.enumerate_answers,
             }
         common = {
             "num_generations": self.num_generations,

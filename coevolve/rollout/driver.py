@@ -192,7 +192,7 @@ class RolloutDriver:
         return dict(self._in_flight)
 
     def generate(self, items: Sequence[RolloutItem], step: int = 0) -> list[Trajectory]:
-        """Every item's `num_generations` trajectories, in item order; see the module docstring."""
+        """Every item's trajectories (`rollout.trajectories_per_item`), in item order; see the module docstring."""
         self.check(items)
         units = {
             f"{step}:{i}": unit for i, unit in enumerate(split_units(items, self.rollout.unit_size, len(self.workers)))
@@ -230,7 +230,7 @@ class RolloutDriver:
                 for phase, seconds in timings.items():
                     self.timings[phase] = self.timings.get(phase, 0.0) + seconds
         out = [trajectory for unit_id in units for trajectory in results[unit_id]]
-        expected = len(items) * self.rollout.num_generations
+        expected = len(items) * self.rollout.trajectories_per_item
         ids = {trajectory.id for trajectory in out}
         if len(out) != expected or len(ids) != expected:
             raise RuntimeError(f"rollout returned {len(out)} trajectories ({len(ids)} distinct) for {expected}")

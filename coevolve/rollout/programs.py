@@ -39,6 +39,14 @@ sampled as in step 3 above, `info["p_yes"]` alike. No image is drawn, so a step 
 of verdicts on images whose truth is known (the shapes world's renders, half violating their
 prompt); a judge reads the same image with `segment: source`. With `answer_only` the verdict is the
 drawn " Yes"/" No" alone (no reason sampled): a term on it trains the decision and nothing else.
+With `enumerate_answers` as well, each description is followed by both answers, two trajectories
+(ids `.../yes`, `.../no`) instead of one drawn answer. Each answer is then taken with probability 1,
+so its recorded sampling log-prob is 0, and the learner's importance-sampling correction weighs it
+by exp(trainer log-prob - 0) = pi(answer): the policy gradient over the pair is
+sum_a pi(a) A(a) grad log pi(a), the exact expectation over the answer that drawing it estimates
+(`rl.config` requires that correction, unclipped below 1). A group of drawn answers that all agree
+gives no gradient at all, and in `benchmarks/own_judge_probe.py` the drawn answer's gradient
+collapsed P(yes) to 0 or 1 where the exact one kept learning (README, "Seventeenth round").
 
 Teacher-forced views (`teacher_forced`): the learner recomputes, with gradient, the log-prob of
 every token a program drew, in the context it was drawn in. A program rebuilds those contexts from
@@ -217,14 +225,27 @@ def sample_self_checks(
     return judgement, verdicts
 
 
-def self_check_segments(judgement: Judgement, verdicts: list[tuple], i: int, verdict_name: str) -> list[Segment]:
-    """Row `i`'s self-check as trajectory segments: its description (describing checkpoints), its verdict."""
+def enumerated_verdicts(adapter: JanusAdapter, judgement: Judgement) -> tuple[tuple, tuple]:
+    """The answers " Yes" and " No" as verdicts (ids, logprobs, mask, text) of `sample_self_checks`,
+    each taken with probability 1 (log-prob 0; `SelfCheck`'s `enumerate_answers`): the first token
+    trained, any further answer tokens forced."""
+    out = []
+    for ids in judgement.choice_ids:
+        forced = len(ids) - 1
+        mask = torch.cat([torch.tensor([True]), torch.zeros(forced, dtype=torch.bool)])
+        out.append((torch.tensor(ids), torch.zeros(len(ids)), mask, adapter.tokenizer.decode(ids, skip_special_tokens=True)))
+    return tuple(out)
+
+
+def self_check_segments(judgement: Judgement, verdict: tuple, i: int, verdict_name: str) -> list[Segment]:
+    """Row `i`'s self-check as trajectory segments: its description (describing checkpoints), then
+    `verdict` (ids, logprobs, mask, text)."""
     segments = []
     if (described := judgement.descriptions) is not None:
         segments.append(
             _text_segment(description_name(verdict_name), described.ids[i], described.logprobs[i], described.texts[i])
         )
-    ids, logprobs, mask, text = verdicts[i]
+    ids, logprobs, mask, text = verdict
     return [*segments, _text_segment(verdict_name, ids, logprobs, text, mask)]
 
 
@@ -478,7 +499,7 @@ class IntrospectiveT2I(Program):
             for i, (r, row_codes, p_yes, (ids, _, _, text)) in enumerate(
                 zip(active, codes, judgement.p_yes, verdicts)
             ):
-                segments[r] += self_check_segments(judgement, verdicts, i, verdict_name)
+                segments[r] += self_check_segments(judgement, verdicts[i], i, verdict_name)
                 info[r][f"p_yes/{verdict_name}"] = float(p_yes)
                 parsed = parse_verdict(text)
                 if parsed is not None and parsed.matches:
@@ -669,13 +690,17 @@ class SelfCheck(Program):
         max_verdict_tokens: int = 48,
         max_caption_tokens: int = 32,
         answer_only: bool = False,
+        enumerate_answers: bool = False,
     ):
         super().__init__(adapter, seed, num_generations, sampling=sampling)
         _check_budgets(max_verdict_tokens=max_verdict_tokens, max_caption_tokens=max_caption_tokens)
+        if enumerate_answers and not answer_only:
+            raise ValueError("self_check: enumerate_answers needs answer_only (a reason follows a drawn answer only)")
         self.max_verdict_tokens, self.max_caption_tokens = max_verdict_tokens, max_caption_tokens
         # The verdict is the drawn " Yes"/" No" alone: a term on it trains the decision, not a reason
         # that would share its advantage (and dilute it: one answer token among a dozen).
         self.answer_only = answer_only
+        self.enumerate_answers = enumerate_answers
 
     def check(self, items: Sequence[RolloutItem]) -> None:
         self._check_ids(items)
@@ -701,19 +726,24 @@ class SelfCheck(Program):
                 0 if self.answer_only else self.max_verdict_tokens,
                 self.max_caption_tokens,
             )
+        # (row, verdict, id suffix): the drawn answer, or each answer in turn (module doc).
+        answers = [(r, verdicts[r], "") for r in range(len(rows))]
+        if self.enumerate_answers:
+            answers = [(r, verdict, f"/{word}") for r in range(len(rows))
+                       for verdict, word in zip(enumerated_verdicts(self.adapter, judgement), ("yes", "no"))]  # fmt: skip
         trajectories = [
             Trajectory(
-                id=f"{item.id}/{r % n}",
-                group=item.group or item.id,
-                prompt=item.prompt,
+                id=f"{rows[r].id}/{r % n}{suffix}",
+                group=rows[r].group or rows[r].id,
+                prompt=rows[r].prompt,
                 program=self.name,
-                segments=self_check_segments(judgement, verdicts, r, VERDICT),
-                metadata=dict(item.metadata),
-                source_image=item.image,
+                segments=self_check_segments(judgement, verdict, r, VERDICT),
+                metadata=dict(rows[r].metadata),
+                source_image=rows[r].image,
                 info={"p_yes": float(judgement.p_yes[r])},
                 policy_version=policy_version,
             )
-            for r, item in enumerate(rows)
+            for r, verdict, suffix in answers
         ]
         self._share_timings(trajectories)
         return trajectories

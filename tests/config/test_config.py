@@ -31,6 +31,19 @@ def test_recipe_is_applied_over_the_base():
     assert compose_config(["recipe=shapes", "sft.max_steps=3"]).sft.max_steps == 3
 
 
+def test_the_own_image_recipe_is_the_shapes_recipe_with_a_longer_sft_and_the_enumerated_own_check():
+    shapes, own = (to_typed(compose_config([f"recipe={name}"])) for name in ("shapes", "shapes_own"))
+    own.rl.check()
+    assert list(own.rl.programs) == ["introspective", "reconstruction", "own_check"]
+    assert {name: own.rl.programs[name] for name in shapes.rl.programs} == shapes.rl.programs
+    check = own.rl.programs["own_check"]
+    assert check.rollout.source == "program:introspective" and check.rollout.enumerate_answers
+    assert check.rollout.trajectories_per_item == 4 and check.reward.terms["self_consistency"].weight == 10.0
+    assert [phase.max_steps for phase in own.sft.phases[:2]] == [1200, 750] and own.sft.max_steps == 1500
+    assert own.data.num_examples == 8000 and own.run_dir == "runs/shapes_own"
+    assert own.rl.learner == shapes.rl.learner and own.rl.stages == shapes.rl.stages
+
+
 def test_the_uae_recipe_trains_captions_on_a_frozen_decoder_then_images_on_the_policys_redraws():
     from rewards import CaptionReconstruction, Reconstruction, RewardTerms
 
@@ -145,7 +158,7 @@ def test_a_self_check_program_trains_its_description_and_verdict_only():
     # It draws no image: no guidance among its settings.
     assert config.programs["judging"].rollout.program_kwargs("") == {
         "num_generations": 4, "sampling": config.programs["judging"].rollout.sampling, "max_verdict_tokens": 8,
-        "max_caption_tokens": 32, "answer_only": False,
+        "max_caption_tokens": 32, "answer_only": False, "enumerate_answers": False,
     }  # fmt: skip
     with pytest.raises(ValueError, match=(r"rl.programs.judging.reward.terms.agree.segments: the self_check program "
                                           r"writes no segment 'image' \(it writes \['description', 'verdict'\]\)")):  # fmt: skip
@@ -153,6 +166,37 @@ def test_a_self_check_program_trains_its_description_and_verdict_only():
     with pytest.raises(ValueError, match=r"rollout.answer_only=true applies to the self_check program only, not "
                                          r"'introspective_t2i'"):  # fmt: skip
         RolloutConfig(answer_only=True)
+    with pytest.raises(ValueError, match=r"rollout.enumerate_answers=true needs rollout.answer_only=true"):
+        RolloutConfig(program="self_check", enumerate_answers=True)
+
+
+def test_enumerated_answers_need_the_importance_sampling_correction_unbounded_below_one():
+    """`enumerate_answers` weighs each answer by its probability through the learner's IS
+    correction: a loss without it, or bounds that move a weight in [0, 1], is refused by key."""
+    from coevolve.learner.losses import LossConfig
+    from coevolve.rl.config import LearnerConfig, ProgramConfig, RLConfig, StageConfig
+    from coevolve.rollout.config import RolloutConfig
+    from rewards.config import RewardConfig, TermConfig
+
+    def rl(**loss):
+        scorer = {"name": "self_consistency", "self_source": "answer",
+                  "judge": {"name": "shapes_verifier", "segment": "source"}}  # fmt: skip
+        rollout = RolloutConfig(program="self_check", answer_only=True, enumerate_answers=True)
+        program = ProgramConfig(rollout, RewardConfig(terms={"agree": TermConfig(scorer=scorer, segments=["verdict"])}))
+        return RLConfig(programs={"judging": program}, stages=[StageConfig(name="a", steps=1)],
+                        learner=LearnerConfig(loss=LossConfig(**loss)))  # fmt: skip
+
+    assert rl().programs["judging"].rollout.program_kwargs("")["enumerate_answers"] is True
+    where = r"rl.programs.judging.rollout.enumerate_answers=true needs rl.learner.loss.importance_sampling"
+    bad = [
+        ({"importance_sampling_correction": False}, where + "_correction=true"),
+        ({"importance_sampling_clip_min": 0.1}, where + "_clip_min=null: .* 0.1 would raise below it"),
+        ({"importance_sampling_clip_min": 0.1, "importance_sampling_mode": "token_mask"}, "0.1 would zero below it"),
+        ({"importance_sampling_clip_max": 0.9}, where + r"_clip_max >= 1 \(or null\): .* got 0.9"),
+    ]
+    for kwargs, message in bad:
+        with pytest.raises(ValueError, match=message):
+            rl(**kwargs)
 
 
 def test_a_self_check_of_another_programs_images_names_a_program_drawn_before_it_in_every_stage():

@@ -267,6 +267,26 @@ def test_importance_weight_multiplies_the_policy_term_only():
     close(stats["sampling/importance_sampling_ratio/max"], 3.0)
 
 
+def test_enumerated_answers_weighed_by_the_correction_give_the_exact_expected_gradient():
+    """Both answers of a self-check taken with probability 1 (recorded log-prob 0, the self_check
+    program's `enumerate_answers`): the IS weight exp(old - 0) is each answer's probability, so the
+    gradient is that of sum_a pi(a) A(a), the exact expectation a drawn answer estimates."""
+    advantages = t([0.7, -0.5])
+    logits = torch.tensor([0.3, -0.4], dtype=torch.float64, requires_grad=True)  # Yes, No
+    logp = logits.log_softmax(-1)[:, None]
+    loss, stats = policy_loss(logp, None, advantages, torch.ones(2, 1, dtype=torch.bool), LossConfig(loss_type="bnpo"),
+                              sampling_logprobs=torch.zeros(2, 1, dtype=torch.float64))  # fmt: skip
+    (grad,) = torch.autograd.grad(loss, logits, retain_graph=True)
+    exact = logits.detach().clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(-(exact.softmax(-1) * advantages).sum() / 2, exact)  # bnpo: over 2 tokens
+    torch.testing.assert_close(grad, expected)
+    close(stats["sampling/importance_sampling_ratio/mean"], 0.5)  # the two probabilities, averaged
+    # The same pair recorded as drawn (its own log-probs): each answer counts once, a different gradient.
+    drawn, _ = policy_loss(logp, None, advantages, torch.ones(2, 1, dtype=torch.bool), LossConfig(loss_type="bnpo"),
+                           sampling_logprobs=logp.detach())  # fmt: skip
+    assert not torch.allclose(torch.autograd.grad(drawn, logits)[0], expected)
+
+
 def test_correction_without_sampling_logprobs_is_an_error():
     with pytest.raises(ValueError, match="importance_sampling_correction is on but no sampling_logprobs"):
         policy_loss(t([[0.0]]), None, t([1.0]), torch.ones(1, 1), LossConfig())

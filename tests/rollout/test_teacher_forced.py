@@ -185,3 +185,40 @@ def test_self_check_views_give_back_every_sampled_logprob(tiny_adapter, sampling
     lost.source_image = None
     with pytest.raises(ValueError, match=r"self_check: trajectory 'p0000/0' has no source_image: the image it judged"):
         teacher_forced(tiny_adapter, lost)
+
+
+@pytest.mark.parametrize("sampling", SAMPLINGS, ids=["t1", "t0.7-k20"])
+def test_enumerated_answers_follow_each_drawn_description_with_probability_one(tiny_adapter, sampling):
+    """`enumerate_answers`: after each description the answer-only self-check draws, both answers,
+    in two trajectories taken with probability 1 (recorded log-prob 0). The trainer's log-probs of
+    each pair are the Yes/No distribution under the sampling: they sum to 1 (at t = 1, P(yes) as
+    the rollout records it), which the IS correction then weighs each answer by."""
+    sources = shapes_items("self_check", 2, seed=7)
+    kwargs = {"seed": 3, "num_generations": 2, "sampling": sampling, "max_caption_tokens": 8, "answer_only": True}
+    drawn = SelfCheck(tiny_adapter, **kwargs)(sources)
+    program = SelfCheck(tiny_adapter, enumerate_answers=True, **kwargs)
+    both = program(sources, policy_version=2)
+    assert [t.id for t in both] == [f"{d.id}/{word}" for d in drawn for word in ("yes", "no")]
+    yes, no = (tiny_adapter.tokenizer.encode(" " + word, add_special_tokens=False) for word in ("Yes", "No"))
+    views = [view for t in both for view in program.teacher_forced(t)]
+    with torch.no_grad():
+        scores = tiny_adapter.logprobs([v.sequence for v in views], mode="guided", sampling=sampling)
+    answer_logprobs = torch.stack([lp[v.segments["verdict"]][0] for v, lp in zip(views, scores.logprobs)])
+    for k, d in enumerate(drawn):
+        pair = both[2 * k : 2 * k + 2]
+        assert [t.segment("verdict").ids.tolist() for t in pair] == [yes, no]
+        assert [t.segment("verdict").text for t in pair] == [" Yes", " No"]
+        for t in pair:
+            verdict = t.segment("verdict")
+            assert verdict.mask.tolist() == [True] * 1 + [False] * (len(verdict.ids) - 1)
+            assert torch.equal(verdict.logprobs, torch.zeros(len(verdict.ids)))
+            assert torch.equal(t.segment("description").ids, d.segment("description").ids)
+            assert torch.equal(t.segment("description").logprobs, d.segment("description").logprobs)
+            assert t.group == d.group and t.source_image is d.source_image and t.policy_version == 2
+            assert t.info["p_yes"] == d.info["p_yes"]
+        p_yes, p_no = answer_logprobs[2 * k : 2 * k + 2].exp().tolist()
+        assert p_yes + p_no == pytest.approx(1.0, abs=1e-5)
+        if sampling == Sampling():
+            assert p_yes == pytest.approx(d.info["p_yes"], abs=1e-4)
+    with pytest.raises(ValueError, match="self_check: enumerate_answers needs answer_only"):
+        SelfCheck(tiny_adapter, enumerate_answers=True)
