@@ -729,8 +729,8 @@ class SelfCheck(Program):
         # (row, verdict, id suffix): the drawn answer, or each answer in turn (module doc).
         answers = [(r, verdicts[r], "") for r in range(len(rows))]
         if self.enumerate_answers:
-            answers = [(r, verdict, f"/{word}") for r in range(len(rows))
-                       for verdict, word in zip(enumerated_verdicts(self.adapter, judgement), ("yes", "no"))]  # fmt: skip
+            both = tuple(zip(enumerated_verdicts(self.adapter, judgement), ("/yes", "/no")))
+            answers = [(r, verdict, suffix) for r in range(len(rows)) for verdict, suffix in both]
         trajectories = [
             Trajectory(
                 id=f"{rows[r].id}/{r % n}{suffix}",
