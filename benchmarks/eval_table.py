@@ -35,10 +35,6 @@ def _scale(label: str) -> tuple[int, str]:
     return (1, "{:.3f}") if "AUC" in label or "reconstruction" in label else (100, "{:.1f}")
 
 
-def _values(figures: list[dict], get) -> list[float | None]:
-    return [get(f) for f in figures]
-
-
 def _cell(values: list[float | None], label: str, signed: bool = False) -> str:
     scale, fmt = _scale(label)
     if any(v is None for v in values):
@@ -53,10 +49,10 @@ def table(base: list[dict], others: list[tuple[str, list[dict]]]) -> str:
     header = "| metric | base | " + " | ".join(f"{label} | − base" for label, _ in others) + " |"
     lines = [header, "| --- " * (2 + 2 * len(others)) + "|"]
     for label, get in METRICS:
-        b = _values(base, get)
+        b = [get(f) for f in base]
         cells = [_cell(b, label)]
         for _, figures in others:
-            o = _values(figures, get)
+            o = [get(f) for f in figures]
             cells.append(_cell(o, label))
             cells.append(_cell([None if None in (x, y) else y - x for x, y in zip(b, o)], label, signed=True))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
