@@ -103,9 +103,14 @@ class TaskBuilder:
         return self._image("draw_caption", self.adapter.image_prompt(record.caption), record.image_codes, drop)
 
     @torch.no_grad()
-    def _decoded(self, codes: torch.Tensor):
-        """The image the VQ decoder makes of `codes`: what a generated image looks like."""
-        return self.adapter.decode(codes[None])[0]
+    def decoded(self, codes: list[torch.Tensor]) -> list:
+        """The images the VQ decoder makes of `codes` (one decoder pass for all): what generated
+        images look like."""
+        return self.adapter.decode(torch.stack(codes)) if codes else []
+
+    @staticmethod
+    def judged_codes(record: PreparedRecord, negative: bool) -> torch.Tensor:
+        return record.negative_codes if negative else record.image_codes
 
     @staticmethod
     def _with_debris(image, debris: tuple[int, np.random.Generator] | None):
@@ -113,10 +118,12 @@ class TaskBuilder:
         return image if debris is None else add_debris(image, debris[1], debris[0])
 
     def judge(
-        self, record: PreparedRecord, negative: bool, decoded: bool = False, debris: tuple | None = None
+        self, record: PreparedRecord, negative: bool, decoded=None, debris: tuple | None = None
     ) -> TrainingExample:
-        if decoded:
-            image = self._decoded(record.negative_codes if negative else record.image_codes)
+        """The self-check of the record's image (`negative`: its wrong image), the render itself or,
+        given as `decoded`, its VQ round trip (`decoded(judged_codes(record, negative))`)."""
+        if decoded is not None:
+            image = decoded
         else:
             image = record.negative_image if negative else record.image
         image = self._with_debris(image, debris)

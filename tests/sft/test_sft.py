@@ -66,9 +66,10 @@ def test_task_sequences_score_what_each_task_trains(tiny_adapter):
     assert scored == ["Text", "GenImage"]  # reflection + the correct image; the wrong image is context
     assert torch.equal(regen.sequence[-1].codes, records[0].image_codes)
     # A decoded judge example sees the VQ round trip of the same image and says the same.
-    seen = builder.judge(records[0], negative=True, decoded=True)
-    assert torch.equal(seen.sequence[-1].ids, judge.sequence[-1].ids)
     decoded = tiny_adapter.decode(records[0].negative_codes[None])[0]
+    assert torch.equal(builder.judged_codes(records[0], negative=True), records[0].negative_codes)
+    seen = builder.judge(records[0], negative=True, decoded=decoded)
+    assert torch.equal(seen.sequence[-1].ids, judge.sequence[-1].ids)
     expected = tiny_adapter.caption_context(decoded)  # the describing turn sees the decoded image
     pixels = [[s.pixels for s in e.sequence if isinstance(s, SeenImage)][0] for e in (judge, seen)]
     assert not torch.equal(pixels[0], pixels[1])
@@ -335,3 +336,24 @@ def test_resume_passes_over_a_checkpoint_the_trainer_did_not_finish(tmp_path):
             (folder / "trainer_state.json").write_text(state)
     # 10 has a torn trainer_state.json, 12 none (killed while saving): 2 is the newest complete one.
     assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-2")
+
+
+def test_a_batch_decodes_its_judge_images_together_as_one_at_a_time(tiny_adapter):
+    config = to_typed(compose_config([]))
+    records = prepare_records(tiny_adapter, shapes_records(6, seed=1))
+    mixture = TaskMixture(records, TaskBuilder(tiny_adapter, config.sft.loss_weights, "pad"), config.sft, seed=2)
+    rows = [mixture.draw(index) for index in range(60)]
+    seeing = [row for row in rows if row["task"] == "judge" and row["decoded"]]
+    assert len(seeing) >= 3
+    batch = mixture.collate(rows)
+    for row, sequence in zip(rows, batch["sequences"]):
+        alone = mixture.example(row).sequence
+        assert len(alone) == len(sequence)
+        for mine, theirs in zip(sequence, alone):
+            if isinstance(mine, SeenImage):
+                # Batched convolutions round differently: a pixel may land one 8-bit level away.
+                differ = (mine.pixels - theirs.pixels).abs()
+                assert differ.max() <= 2 / 255 + 1e-6 and (differ > 0).float().mean() < 0.01, (row, differ.max())
+            else:
+                assert torch.equal(getattr(mine, "ids", getattr(mine, "codes", None)),
+                                   getattr(theirs, "ids", getattr(theirs, "codes", None))), row  # fmt: skip
