@@ -19,10 +19,9 @@ import torch
 from coevolve.config import compose_config, to_typed
 from coevolve.config.schema import TASKS
 from coevolve.model import JanusAdapter
-from coevolve.model.guidance import CFGMode
-from coevolve.model.scoring import score
 from coevolve.sft.data import TaskMixture, load_sft_records, prepare_records
 from coevolve.sft.tasks import TaskBuilder
+from coevolve.sft.trainer import joint_loss
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--model", required=True)
@@ -81,14 +80,7 @@ optimizer = torch.optim.AdamW([p for p in adapter.model.parameters() if p.requir
 
 def step(batch: dict, bf16: bool) -> float:
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        scores = score(adapter.model, adapter.spec, batch["sequences"], mode=CFGMode.CONDITIONAL)
-        nll, count = 0.0, 0
-        for logprobs, weights in zip(scores.logprobs, batch["weights"]):
-            for lp, weight in zip(logprobs, weights):
-                if lp is not None:
-                    nll = nll - (lp.float() * weight).sum()
-                    count += lp.numel()
-        loss = nll / count
+        loss, _ = joint_loss(adapter.model, adapter.spec, batch)
     loss.backward()
     optimizer.step()
     optimizer.zero_grad()

@@ -32,28 +32,33 @@ def janus_of(model):
     return model
 
 
+def joint_loss(model, spec: JanusSpec, inputs: dict) -> tuple[torch.Tensor, dict[str, tuple[float, int]]]:
+    """A collated batch's loss, `sum(weight * nll) / number of trained tokens`, through one trunk
+    pass, and each task's unweighted (nll sum, trained tokens) for the logs."""
+    scores = score(model, spec, inputs["sequences"], mode=CFGMode.CONDITIONAL)
+    total = 0.0
+    count = 0
+    per_task: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+    for task, logprobs, weights in zip(inputs["tasks"], scores.logprobs, inputs["weights"]):
+        for lp, weight in zip(logprobs, weights):
+            if lp is None:
+                continue
+            total = total - (lp.float() * weight.to(lp.device)).sum()
+            count += lp.numel()
+            per_task[task][0] += float(-lp.detach().float().sum())
+            per_task[task][1] += lp.numel()
+    if count == 0:
+        raise ValueError(f"a batch with no trained tokens (items {inputs['indices']})")
+    return total / count, {task: (nll, n) for task, (nll, n) in per_task.items()}
+
+
 class JanusSFTTrainer(SFTTrainer):
     def __init__(self, *args, spec: JanusSpec, **kwargs):
         self.spec = spec
         super().__init__(*args, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        scores = score(janus_of(model), self.spec, inputs["sequences"], mode=CFGMode.CONDITIONAL)
-        total = 0.0
-        count = 0
-        per_task: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
-        for task, logprobs, weights in zip(inputs["tasks"], scores.logprobs, inputs["weights"]):
-            for lp, weight in zip(logprobs, weights):
-                if lp is None:
-                    continue
-                nll = -(lp * weight.to(lp.device)).sum()
-                total = total + nll
-                count += lp.numel()
-                per_task[task][0] += float(-lp.detach().sum())
-                per_task[task][1] += lp.numel()
-        if count == 0:
-            raise ValueError(f"a batch with no trained tokens (items {inputs['indices']})")
-        loss = total / count
+        loss, per_task = joint_loss(janus_of(model), self.spec, inputs)
         mode = "train" if model.training else "eval"
         for task, (nll, n) in per_task.items():
             self._metrics[mode][f"nll/{task}"].append(nll / n)
