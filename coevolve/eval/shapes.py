@@ -34,6 +34,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -267,15 +268,25 @@ def _verdict_accuracy(correct: list[bool], truth: list[bool], tags: list[str], p
     return out
 
 
-def p_yes_auc(p_yes: list[float], truth: list[bool], strata: list) -> float | None:
-    """P(an accepted image's P(yes) > a rejected one's), ties half, over pairs of one stratum."""
+def p_yes_auc(p_yes, truth, strata) -> float | None:
+    """P(an accepted image's P(yes) > a rejected one's), ties half, over pairs of one stratum.
+
+    By mid-ranks (Mann-Whitney) rather than over every pair: the eval's 2,400 prompts and the
+    resampling benchmarks (`benchmarks/eval_bootstrap.py`, `cross_judge.py`) call it thousands of
+    times."""
+    p_yes, truth = np.asarray(p_yes, dtype=float), np.asarray(truth, dtype=bool)
+    strata = np.asarray(strata, dtype=object)
     wins = pairs = 0.0
-    for stratum in set(strata):
-        accepted = [p for p, t, s in zip(p_yes, truth, strata) if t and s == stratum]
-        rejected = [p for p, t, s in zip(p_yes, truth, strata) if not t and s == stratum]
-        wins += sum((a > r) + 0.5 * (a == r) for a in accepted for r in rejected)
-        pairs += len(accepted) * len(rejected)
-    return wins / pairs if pairs else None
+    for stratum in set(strata.tolist()):
+        member = strata == stratum
+        values, accepted = p_yes[member], truth[member]
+        n_accepted, n_rejected = int(accepted.sum()), int((~accepted).sum())
+        if n_accepted and n_rejected:
+            _, where, counts = np.unique(values, return_inverse=True, return_counts=True)
+            mid_ranks = np.cumsum(counts) - (counts - 1) / 2
+            wins += mid_ranks[where][accepted].sum() - n_accepted * (n_accepted + 1) / 2
+            pairs += n_accepted * n_rejected
+    return float(wins / pairs) if pairs else None
 
 
 def _trajectory_figures(rows: list[dict]) -> dict:
