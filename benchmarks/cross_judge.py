@@ -62,6 +62,7 @@ def draw(adapter: JanusAdapter, config: ShapesEvalConfig, unconditional: str) ->
 
 
 def judge(adapter: JanusAdapter, images: list, prompts: list[str], config: ShapesEvalConfig) -> np.ndarray:
+    # Every judge samples its descriptions from the same stream, apart from the drawing's.
     generator = torch.Generator().manual_seed(config.seed + 7)
     p_yes = []
     for start in range(0, len(images), config.batch_size):
@@ -90,9 +91,12 @@ def main() -> None:
     parser.add_argument("--unconditional", default="pad", help="model.unconditional of the recipe")
     parser.add_argument("--resamples", type=int, default=1000)
     args = parser.parse_args()
+    malformed = [item for item in args.model if "=" not in item or not all(item.split("=", 1))]
+    if malformed:
+        raise SystemExit(f"--model {malformed[0]!r}: expected LABEL=PATH")
     models = dict(item.split("=", 1) for item in args.model)
-    if len(models) < 2 or any(not path for path in models.values()):
-        raise SystemExit("--model: give at least two distinct LABEL=PATH checkpoints")
+    if len(models) < 2 or len(models) != len(args.model):
+        raise SystemExit(f"--model: give at least two checkpoints with distinct labels, got {args.model}")
     config = ShapesEvalConfig(num_prompts_per_category=args.prompts_per_category, seed=args.seed)
     examples = shapes_prompts(config.num_prompts_per_category, config.seed)
     prompts = [example.prompt for example in examples]
