@@ -26,10 +26,9 @@ import numpy as np
 import torch
 
 from coevolve.data.shapes import TAGS, as_verifiable, verify
-from coevolve.eval.shapes import ShapesEvalConfig, p_yes_auc, shapes_prompts
+from coevolve.eval.shapes import ShapesEvalConfig, eval_trajectories, p_yes_auc, shapes_prompts
 from coevolve.model import JanusAdapter
 from coevolve.model.guidance import Guidance
-from coevolve.rollout.programs import IntrospectiveT2I, RolloutItem
 from coevolve.trajectory import IMAGE
 
 
@@ -37,28 +36,6 @@ def within(p_yes: np.ndarray, truth: np.ndarray, tags: np.ndarray) -> float:
     """The eval's `auc_within_category`; NaN where no category has both classes."""
     auc = p_yes_auc(p_yes, truth, tags)
     return float("nan") if auc is None else auc
-
-
-def draw(adapter: JanusAdapter, config: ShapesEvalConfig, unconditional: str) -> list:
-    """The first image of each eval trajectory (regeneration off: it does not change the first)."""
-    program = IntrospectiveT2I(
-        adapter,
-        seed=config.seed,
-        guidance=Guidance(config.guidance_weight, unconditional),
-        sampling=config.sampling,
-        regenerate="never",
-        max_rounds=1,
-        max_plan_tokens=config.max_plan_tokens,
-        max_verdict_tokens=config.max_verdict_tokens,
-        max_reflection_tokens=config.max_reflection_tokens,
-        max_caption_tokens=config.max_caption_tokens,
-    )
-    examples = shapes_prompts(config.num_prompts_per_category, config.seed)
-    items = [RolloutItem(str(i), example.prompt) for i, example in enumerate(examples)]
-    images = []
-    for start in range(0, len(items), config.batch_size):
-        images += [trajectory.image(IMAGE) for trajectory in program(items[start : start + config.batch_size])]
-    return images
 
 
 def judge(adapter: JanusAdapter, images: list, prompts: list[str], config: ShapesEvalConfig) -> np.ndarray:
@@ -98,6 +75,7 @@ def main() -> None:
     if len(models) < 2 or len(models) != len(args.model):
         raise SystemExit(f"--model: give at least two checkpoints with distinct labels, got {args.model}")
     config = ShapesEvalConfig(num_prompts_per_category=args.prompts_per_category, seed=args.seed)
+    guidance = Guidance(config.guidance_weight, args.unconditional)
     examples = shapes_prompts(config.num_prompts_per_category, config.seed)
     prompts = [example.prompt for example in examples]
     tags = np.asarray([example.tag for example in examples])
@@ -117,7 +95,8 @@ def main() -> None:
     )
     print("| --- | --- | " + " | ".join("---" for _ in models) + " | --- |")
     for drawer, adapter in adapters.items():
-        images = draw(adapter, config, args.unconditional)
+        _, trajectories = eval_trajectories(adapter, config, guidance, max_rounds=1)
+        images = [trajectory.image(IMAGE) for trajectory in trajectories]
         truth = np.asarray(
             [verify(as_verifiable(image), example.metadata).correct for image, example in zip(images, examples)]
         )

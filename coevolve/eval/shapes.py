@@ -129,23 +129,7 @@ def evaluate_shapes(
         check_output_dir(Path(out_dir).absolute(), overwrite)
     generator = torch.Generator(device=adapter.model.device).manual_seed(config.seed)
     start = time.perf_counter()
-    examples = shapes_prompts(config.num_prompts_per_category, config.seed)
-    program = IntrospectiveT2I(
-        adapter,
-        seed=config.seed,
-        guidance=guidance,
-        sampling=config.sampling,
-        regenerate="on_no",
-        max_rounds=2,
-        max_plan_tokens=config.max_plan_tokens,
-        max_verdict_tokens=config.max_verdict_tokens,
-        max_reflection_tokens=config.max_reflection_tokens,
-        max_caption_tokens=config.max_caption_tokens,
-    )
-    items = [RolloutItem(str(i), example.prompt) for i, example in enumerate(examples)]
-    trajectories: list[Trajectory] = []
-    for batch in _batches(items, config.batch_size):
-        trajectories += program(batch)
+    examples, trajectories = eval_trajectories(adapter, config, guidance)
     rows = [_trajectory_row(example, trajectory) for example, trajectory in zip(examples, trajectories)]
     figures = {
         **_trajectory_figures(rows),
@@ -167,6 +151,33 @@ def evaluate_shapes(
             (staging / "trajectories.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
             _grid([trajectory.image(IMAGE) for trajectory in trajectories]).save(staging / "grid.png")
     return figures
+
+
+def eval_trajectories(
+    adapter: JanusAdapter, config: ShapesEvalConfig, guidance: Guidance, max_rounds: int = 2
+) -> tuple[list[Example], list[Trajectory]]:
+    """The eval's prompts and one introspective trajectory each (regeneration on a parsed No, at
+    most `max_rounds` images). Each trajectory draws from its own seeded generators, so its first
+    image does not depend on `max_rounds` or the batch size (`benchmarks/cross_judge.py` draws the
+    eval's first images with `max_rounds=1`)."""
+    examples = shapes_prompts(config.num_prompts_per_category, config.seed)
+    program = IntrospectiveT2I(
+        adapter,
+        seed=config.seed,
+        guidance=guidance,
+        sampling=config.sampling,
+        regenerate="on_no",
+        max_rounds=max_rounds,
+        max_plan_tokens=config.max_plan_tokens,
+        max_verdict_tokens=config.max_verdict_tokens,
+        max_reflection_tokens=config.max_reflection_tokens,
+        max_caption_tokens=config.max_caption_tokens,
+    )
+    items = [RolloutItem(str(i), example.prompt) for i, example in enumerate(examples)]
+    trajectories: list[Trajectory] = []
+    for batch in _batches(items, config.batch_size):
+        trajectories += program(batch)
+    return examples, trajectories
 
 
 def shapes_prompts(num_per_category: int, seed: int) -> list[Example]:
